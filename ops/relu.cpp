@@ -1,0 +1,49 @@
+// relu: y = max(x, 0).
+#include "xgrad/op.hpp"
+#include "xgrad/ops.hpp"
+#include "xgrad/registry.hpp"
+
+namespace xgrad {
+
+namespace {
+
+template <class T>
+struct ReluNode final : Node<T> {
+  const char* name() const override { return "relu"; }
+  std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
+    const Tensor<T>& x = this->input_value(0);
+    Tensor<T> dx = empty_tensor<T>(shape_of(x));
+    const T* xp = x.data();
+    const T* gp = g.data();
+    T* dp = dx.data();
+    const std::size_t n = x.size();
+    for (std::size_t i = 0; i < n; ++i) dp[i] = xp[i] > T(0) ? gp[i] : T(0);
+    return {std::move(dx)};
+  }
+};
+
+}  // namespace
+
+template <class T>
+Variable<T> relu(const Variable<T>& x) {
+  const Tensor<T>& xv = x.value();
+  Tensor<T> y = empty_tensor<T>(shape_of(xv));
+  const T* xp = xv.data();
+  T* yp = y.data();
+  const std::size_t n = xv.size();
+  for (std::size_t i = 0; i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
+  return record<ReluNode<T>>(std::move(y), {x});
+}
+
+OpInfo relu_info() {
+  const auto fn = [](const auto& in) { return relu(in[0]); };
+  return {"relu",
+          {make_case("vector", {{"x", {7}, away_from_zero_init()}}, fn),
+           make_case("image", {{"x", {2, 3, 5, 5}, away_from_zero_init()}}, fn)}};
+}
+
+#define X(T) template Variable<T> relu<T>(const Variable<T>&);
+XGRAD_FOR_FLOAT_AND_DOUBLE(X)
+#undef X
+
+}  // namespace xgrad

@@ -1,0 +1,211 @@
+// The backward engine: dependency counts, a ready queue ordered by sequence number, no recursion.
+#include "xgrad/graph.hpp"
+
+#include <queue>
+#include <unordered_map>
+
+namespace xgrad {
+
+namespace {
+
+thread_local bool grad_mode_enabled = true;
+
+template <class T>
+Error freed_graph_error(const Node<T>& node) {
+  return Error("backward: the graph through '" + std::string(node.name()) + "' (node #" +
+               std::to_string(node.sequence_nr()) +
+               ") was freed by an earlier backward; pass BackwardOptions{true} (retain_graph) "
+               "to the first call to run backward through it again");
+}
+
+template <class T>
+void apply_hooks(const std::vector<GradHook<T>>& hooks, Tensor<T>& grad, const char* where) {
+  const Shape before = shape_of(grad);
+  for (const GradHook<T>& hook : hooks) {
+    hook(grad);
+    if (shape_of(grad) != before)
+      throw Error(std::string("backward: a hook on ") + where +
+                  " changed the gradient shape from " + shape_str(before) + " to " +
+                  shape_str(grad));
+  }
+}
+
+template <class T>
+void add_into(Tensor<T>& sum, bool& has, Tensor<T>&& g) {
+  if (has) {
+    sum += g;
+  } else {
+    sum = std::move(g);
+    has = true;
+  }
+}
+
+template <class T>
+struct PendingNode {
+  std::shared_ptr<Node<T>> node;
+  std::size_t dependencies = 0;  // consumers that have not yet sent their gradient
+  Tensor<T> grad;
+  bool has_grad = false;
+};
+
+template <class T>
+struct PendingLeaf {
+  std::shared_ptr<VariableImpl<T>> leaf;
+  Tensor<T> grad;
+  bool has_grad = false;
+};
+
+template <class T>
+void accumulate_leaf(VariableImpl<T>& leaf, Tensor<T>&& grad) {
+  apply_hooks(leaf.hooks, grad, "a leaf");
+  add_into(leaf.grad, leaf.has_grad, std::move(grad));
+}
+
+template <class T>
+void run_backward(const Variable<T>& root, Tensor<T> seed, BackwardOptions options) {
+  VariableImpl<T>& root_impl = *root.impl();
+  if (!root_impl.requires_grad)
+    throw Error("backward: the root " + shape_str(root_impl.value) +
+                " does not require a gradient (no input of its graph requires one)");
+  if (shape_of(seed) != shape_of(root_impl.value))
+    throw Error("backward: seed gradient has shape " + shape_str(seed) +
+                " but the root has shape " + shape_str(root_impl.value));
+  if (!root_impl.grad_fn) {
+    accumulate_leaf(root_impl, std::move(seed));
+    return;
+  }
+
+  // 1. Count, for every node reachable from the root, how many recorded uses of its output wait
+  //    to send a gradient. An explicit stack: a 100,000-op chain must not recurse.
+  std::unordered_map<const Node<T>*, PendingNode<T>> pending;
+  std::vector<Node<T>*> stack;
+  const std::shared_ptr<Node<T>>& root_node = root_impl.grad_fn;
+  if (root_node->released()) throw freed_graph_error(*root_node);
+  pending[root_node.get()].node = root_node;
+  stack.push_back(root_node.get());
+  while (!stack.empty()) {
+    Node<T>* node = stack.back();
+    stack.pop_back();
+    for (const auto& input : node->inputs()) {
+      const std::shared_ptr<Node<T>>& producer = input->grad_fn;
+      if (!producer) continue;
+      if (producer->released()) throw freed_graph_error(*producer);
+      auto [it, inserted] = pending.try_emplace(producer.get());
+      ++it->second.dependencies;
+      if (inserted) {
+        it->second.node = producer;
+        stack.push_back(producer.get());
+      }
+    }
+  }
+
+  // 2. Run nodes as their counts reach zero, latest-created first among the ready ones.
+  const auto later_first = [](const Node<T>* a, const Node<T>* b) {
+    return a->sequence_nr() < b->sequence_nr();
+  };
+  std::priority_queue<Node<T>*, std::vector<Node<T>*>, decltype(later_first)> ready(later_first);
+  {
+    PendingNode<T>& r = pending[root_node.get()];
+    r.grad = std::move(seed);
+    r.has_grad = true;
+  }
+  ready.push(root_node.get());
+
+  std::vector<PendingLeaf<T>> leaves;
+  std::unordered_map<const VariableImpl<T>*, std::size_t> leaf_slot;
+
+  while (!ready.empty()) {
+    Node<T>* node = ready.top();
+    ready.pop();
+    PendingNode<T>& entry = pending.at(node);
+    Tensor<T> grad_out = std::move(entry.grad);
+    entry.has_grad = false;
+    apply_hooks(node->hooks(), grad_out, node->name());
+    std::vector<Tensor<T>> grads = node->backward(grad_out);
+    grad_out = Tensor<T>();
+    const auto& inputs = node->inputs();
+    if (grads.size() != inputs.size())
+      throw Error("backward: op '" + std::string(node->name()) + "' returned " +
+                  std::to_string(grads.size()) + " gradients for " + std::to_string(inputs.size()) +
+                  " inputs");
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      const std::shared_ptr<VariableImpl<T>>& input = inputs[i];
+      if (!input->requires_grad) continue;
+      Tensor<T>& g = grads[i];
+      if (g.size() == 0 && input->value.size() != 0)
+        throw Error("backward: op '" + std::string(node->name()) +
+                    "' returned no gradient for input " + std::to_string(i) + " " +
+                    shape_str(input->value) + ", which requires one");
+      if (shape_of(g) != shape_of(input->value)) {
+        try {
+          g = reduce_to_shape(g, shape_of(input->value));
+        } catch (const Error& e) {
+          throw Error("backward: op '" + std::string(node->name()) + "' input " +
+                      std::to_string(i) + ": " + e.what());
+        }
+      }
+      if (input->grad_fn) {
+        PendingNode<T>& consumer = pending.at(input->grad_fn.get());
+        add_into(consumer.grad, consumer.has_grad, std::move(g));
+        if (--consumer.dependencies == 0) ready.push(input->grad_fn.get());
+      } else {
+        auto [slot, inserted] = leaf_slot.try_emplace(input.get(), leaves.size());
+        if (inserted) leaves.push_back({input, {}, false});
+        PendingLeaf<T>& leaf = leaves[slot->second];
+        add_into(leaf.grad, leaf.has_grad, std::move(g));
+      }
+    }
+    if (!options.retain_graph) node->release();
+  }
+
+  // 3. Leaves get their fully summed gradient once, through their hooks.
+  for (PendingLeaf<T>& leaf : leaves) accumulate_leaf(*leaf.leaf, std::move(leaf.grad));
+}
+
+}  // namespace
+
+template <class T>
+void backward(const Variable<T>& root, BackwardOptions options) {
+  if (!root.defined()) throw Error("backward: the root is an empty Variable");
+  if (root.numel() != 1)
+    throw Error("backward: the root has shape " + shape_str(root.shape()) +
+                "; a non-scalar root needs a seed gradient of that shape");
+  run_backward(root, filled_tensor<T>(root.shape(), T(1)), options);
+}
+
+template <class T>
+void backward(const Variable<T>& root, const Tensor<T>& seed, BackwardOptions options) {
+  if (!root.defined()) throw Error("backward: the root is an empty Variable");
+  run_backward(root, Tensor<T>(seed), options);
+}
+
+template <class T>
+void Variable<T>::backward(BackwardOptions options) const {
+  xgrad::backward(*this, options);
+}
+
+template <class T>
+void Variable<T>::backward(const Tensor<T>& seed, BackwardOptions options) const {
+  xgrad::backward(*this, seed, options);
+}
+
+bool grad_enabled() {
+  return grad_mode_enabled;
+}
+
+NoGradGuard::NoGradGuard() : previous_(grad_mode_enabled) {
+  grad_mode_enabled = false;
+}
+NoGradGuard::~NoGradGuard() {
+  grad_mode_enabled = previous_;
+}
+
+#define XGRAD_INSTANTIATE_BACKWARD(T)                                               \
+  template void backward<T>(const Variable<T>&, BackwardOptions);                   \
+  template void backward<T>(const Variable<T>&, const Tensor<T>&, BackwardOptions); \
+  template void Variable<T>::backward(BackwardOptions) const;                       \
+  template void Variable<T>::backward(const Tensor<T>&, BackwardOptions) const;
+XGRAD_INSTANTIATE_BACKWARD(float)
+XGRAD_INSTANTIATE_BACKWARD(double)
+
+}  // namespace xgrad

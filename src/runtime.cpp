@@ -1,0 +1,66 @@
+#include "xgrad/runtime.hpp"
+
+#include <cblas.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace xgrad {
+
+std::string preferred_blas_core() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return "SkylakeX";
+  if (__builtin_cpu_supports("avx2")) return "Haswell";
+#endif
+  return "";
+}
+
+void ensure_fast_blas(int /*argc*/, char** argv) {
+  if (std::getenv("XGRAD_BLAS_REEXEC") != nullptr) return;  // already re-executed once
+  const std::string core = preferred_blas_core();
+  const bool need_core = std::getenv("OPENBLAS_CORETYPE") == nullptr && !core.empty();
+  if (!need_core) return;
+  setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+  setenv("OPENBLAS_NUM_THREADS", "1", 0);
+  setenv("XGRAD_BLAS_REEXEC", "1", 1);
+  execv("/proc/self/exe", argv);
+  // execv only returns on failure: run on with the kernel OpenBLAS picked.
+}
+
+std::string blas_core_name() {
+  const char* name = openblas_get_corename();
+  return name ? name : "unknown";
+}
+
+void set_num_threads(int threads) {
+  openblas_set_num_threads(1);
+#ifdef _OPENMP
+  if (threads > 0) omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
+int num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+std::string runtime_banner() {
+  const char* env = std::getenv("OPENBLAS_CORETYPE");
+  return "xgrad: BLAS core " + blas_core_name() + " (OPENBLAS_CORETYPE=" + (env ? env : "unset") +
+         "), OpenBLAS threads " + std::to_string(openblas_get_num_threads()) + ", OpenMP threads " +
+         std::to_string(num_threads());
+}
+
+}  // namespace xgrad
