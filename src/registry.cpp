@@ -53,8 +53,30 @@ const std::vector<OpInfo>& op_registry() {
       mul_info(),
       matmul_info(),
       sum_info(),
+      mean_info(),
+      reshape_info(),
+      flatten_info(),
+      concat_info(),
       // Activations
       relu_info(),
+      leaky_relu_info(),
+      sigmoid_info(),
+      tanh_info(),
+      // Softmax and losses
+      softmax_info(),
+      log_softmax_info(),
+      cross_entropy_info(),
+      mse_loss_info(),
+      // Convolution
+      conv2d_info(),
+      zero_pad_info(),
+      // Pooling, dense, regularisation and normalisation
+      max_pool2d_info(),
+      avg_pool2d_info(),
+      global_avg_pool2d_info(),
+      linear_info(),
+      dropout_info(),
+      batch_norm2d_info(),
   };
   return registry;
 }

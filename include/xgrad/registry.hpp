@@ -71,5 +71,24 @@ OpInfo mul_info();
 OpInfo matmul_info();
 OpInfo sum_info();
 OpInfo relu_info();
+OpInfo leaky_relu_info();
+OpInfo sigmoid_info();
+OpInfo tanh_info();
+OpInfo mean_info();
+OpInfo reshape_info();
+OpInfo flatten_info();
+OpInfo concat_info();
+OpInfo softmax_info();
+OpInfo log_softmax_info();
+OpInfo cross_entropy_info();
+OpInfo mse_loss_info();
+OpInfo conv2d_info();
+OpInfo zero_pad_info();
+OpInfo max_pool2d_info();
+OpInfo avg_pool2d_info();
+OpInfo global_avg_pool2d_info();
+OpInfo linear_info();
+OpInfo dropout_info();
+OpInfo batch_norm2d_info();
 
 }  // namespace xgrad

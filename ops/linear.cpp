@@ -1,0 +1,94 @@
+// linear: y = x·wᵀ + b through BLAS.
+#include "xgrad/blas.hpp"
+#include "xgrad/op.hpp"
+#include "xgrad/ops.hpp"
+#include "xgrad/registry.hpp"
+
+namespace xgrad {
+
+namespace {
+
+template <class T>
+struct LinearNode final : Node<T> {
+  const char* name() const override { return "linear"; }
+  std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
+    const Tensor<T>& x = this->input_value(0);
+    const Tensor<T>& w = this->input_value(1);
+    const int n = int(x.shape(0)), in = int(x.shape(1)), out = int(w.shape(0));
+    const bool empty = n == 0 || in == 0 || out == 0;
+    std::vector<Tensor<T>> grads(this->num_inputs(), no_grad<T>());
+    if (this->needs_input_grad(0)) {  // dx = g·w: [N,out]·[out,in]
+      grads[0] = filled_tensor<T>(shape_of(x), T(0));
+      if (!empty)
+        blas::gemm(false, false, n, in, out, T(1), g.data(), out, w.data(), in, T(0),
+                   grads[0].data(), in);
+    }
+    if (this->needs_input_grad(1)) {  // dw = gᵀ·x: [out,N]·[N,in]
+      grads[1] = filled_tensor<T>(shape_of(w), T(0));
+      if (!empty)
+        blas::gemm(true, false, out, in, n, T(1), g.data(), out, x.data(), in, T(0),
+                   grads[1].data(), in);
+    }
+    if (this->num_inputs() == 3 && this->needs_input_grad(2)) {  // db = Σ_n g[n, :]
+      grads[2] = filled_tensor<T>({std::size_t(out)}, T(0));
+      T* db = grads[2].data();
+      const T* gp = g.data();
+      for (int r = 0; r < n; ++r)
+        for (int o = 0; o < out; ++o) db[o] += gp[std::size_t(r) * std::size_t(out) + o];
+    }
+    return grads;
+  }
+};
+
+}  // namespace
+
+template <class T>
+Variable<T> linear(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b) {
+  const auto shapes = [&] {
+    return " (x " + shape_str(x.shape()) + ", w " + shape_str(w.shape()) +
+           (b.defined() ? ", b " + shape_str(b.shape()) : std::string()) + ")";
+  };
+  if (x.dim() != 2) throw Error("linear: x must have rank 2 [N, in]" + shapes());
+  if (w.dim() != 2) throw Error("linear: w must have rank 2 [out, in]" + shapes());
+  const Tensor<T>& xv = x.value();
+  const Tensor<T>& wv = w.value();
+  const std::size_t n = xv.shape(0), in = xv.shape(1), out = wv.shape(0);
+  if (wv.shape(1) != in)
+    throw Error("linear: x has " + std::to_string(in) + " features but w expects " +
+                std::to_string(wv.shape(1)) + shapes());
+  if (b.defined() && (b.dim() != 1 || b.value().shape(0) != out))
+    throw Error("linear: b must have shape [" + std::to_string(out) + "]" + shapes());
+  Tensor<T> y = empty_tensor<T>({n, out});
+  T* yp = y.data();
+  // Seed y with the bias and accumulate the product onto it (beta = 1).
+  if (b.defined()) {
+    const T* bp = b.value().data();
+    for (std::size_t r = 0; r < n; ++r)
+      for (std::size_t o = 0; o < out; ++o) yp[r * out + o] = bp[o];
+  } else {
+    y.fill(T(0));
+  }
+  if (n > 0 && in > 0 && out > 0)
+    blas::gemm(false, true, int(n), int(out), int(in), T(1), xv.data(), int(in), wv.data(), int(in),
+               T(1), yp, int(out));
+  return record<LinearNode<T>>(std::move(y), {x, w, b});
+}
+
+OpInfo linear_info() {
+  const auto with_bias = [](const auto& in) { return linear(in[0], in[1], in[2]); };
+  const auto no_bias = [](const auto& in) { return linear(in[0], in[1]); };
+  return {
+      "linear",
+      {make_case("bias", {{"x", {4, 5}}, {"w", {3, 5}}, {"b", {3}}}, with_bias),
+       make_case("batch1_bias", {{"x", {1, 7}}, {"w", {2, 7}}, {"b", {2}}}, with_bias),
+       make_case("no_bias", {{"x", {3, 4}}, {"w", {6, 4}}}, no_bias),
+       make_case("x_constant", {{"x", {5, 3}, uniform_init(), false}, {"w", {4, 3}}, {"b", {4}}},
+                 with_bias)}};
+}
+
+#define X(T) \
+  template Variable<T> linear<T>(const Variable<T>&, const Variable<T>&, const Variable<T>&);
+XGRAD_FOR_FLOAT_AND_DOUBLE(X)
+#undef X
+
+}  // namespace xgrad

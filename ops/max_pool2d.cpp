@@ -1,0 +1,120 @@
+// max_pool2d: the maximum over each window; backward scatters to the saved argmax.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+
+#include "../src/pool_geometry.hpp"
+#include "xgrad/op.hpp"
+#include "xgrad/ops.hpp"
+#include "xgrad/registry.hpp"
+
+namespace xgrad {
+
+namespace {
+
+using detail::PoolGeometry;
+
+template <class T>
+struct MaxPool2DNode final : Node<T> {
+  MaxPool2DNode(PoolGeometry geo, std::vector<std::int32_t> argmax)
+      : geo_(geo), argmax_(std::move(argmax)) {}
+  const char* name() const override { return "max_pool2d"; }
+  std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
+    const PoolGeometry& s = geo_;
+    Tensor<T> dx = filled_tensor<T>(
+        {std::size_t(s.n), std::size_t(s.c), std::size_t(s.h), std::size_t(s.w)}, T(0));
+    const std::size_t planes = s.planes(), in_plane = s.in_plane(), out_plane = s.out_plane();
+    const T* gp = g.data();
+    T* dp = dx.data();
+    const std::int32_t* ap = argmax_.data();
+    const bool parallel = detail::pool_parallel_worthwhile(planes, planes * out_plane);
+    // Each plane's scatter touches only that plane, so planes run independently.
+#pragma omp parallel for schedule(static) if (parallel)
+    for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q) {
+      const T* gq = gp + std::size_t(q) * out_plane;
+      const std::int32_t* aq = ap + std::size_t(q) * out_plane;
+      T* dq = dp + std::size_t(q) * in_plane;
+      for (std::size_t o = 0; o < out_plane; ++o) dq[aq[o]] += gq[o];
+    }
+    return {std::move(dx)};
+  }
+  PoolGeometry geo_;
+  std::vector<std::int32_t> argmax_;  ///< per output, the flat h·W + w of its maximum
+};
+
+// One plane: writes the max of every window to y and, when `am` is set, its index in the plane.
+// Scanning in row-major order with a strict '>' keeps the first maximum on ties; a NaN wins
+// (and propagates) as in PyTorch.
+template <class T>
+void max_pool_plane(const PoolGeometry& s, const T* x, T* y, std::int32_t* am) {
+  for (int i = 0; i < s.ho; ++i) {
+    const int h0 = i * s.sh - s.ph;
+    const int hb = std::max(h0, 0), he = std::min(h0 + s.kh, s.h);
+    for (int j = 0; j < s.wo; ++j) {
+      const int w0 = j * s.sw - s.pw;
+      const int wb = std::max(w0, 0), we = std::min(w0 + s.kw, s.w);
+      // Padding <= kernel/2 guarantees every window holds at least one real element.
+      int best_i = hb * s.w + wb;
+      T best = x[best_i];
+      for (int h = hb; h < he; ++h) {
+        const T* row = x + std::size_t(h) * std::size_t(s.w);
+        for (int w = wb; w < we; ++w) {
+          const T v = row[w];
+          if (v > best || (std::isnan(v) && !std::isnan(best))) {
+            best = v;
+            best_i = h * s.w + w;
+          }
+        }
+      }
+      y[i * s.wo + j] = best;
+      if (am) am[i * s.wo + j] = std::int32_t(best_i);
+    }
+  }
+}
+
+}  // namespace
+
+template <class T>
+Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params) {
+  const Tensor<T>& xv = x.value();
+  const PoolGeometry s = detail::pool_geometry("max_pool2d", shape_of(xv), params);
+  if (s.in_plane() > std::size_t(INT32_MAX))
+    throw Error("max_pool2d: input plane too large for int32 indices (input " + shape_str(xv) +
+                ")");
+  Tensor<T> y = empty_tensor<T>(s.out_shape());
+  const bool rec = should_record<T>({&x});
+  std::vector<std::int32_t> argmax(rec ? s.planes() * s.out_plane() : 0);
+  const std::size_t planes = s.planes(), in_plane = s.in_plane(), out_plane = s.out_plane();
+  const T* xp = xv.data();
+  T* yp = y.data();
+  std::int32_t* ap = rec ? argmax.data() : nullptr;
+  const bool parallel = detail::pool_parallel_worthwhile(
+      planes, planes * out_plane * std::size_t(s.kh) * std::size_t(s.kw));
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
+    max_pool_plane(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
+                   ap ? ap + std::size_t(q) * out_plane : nullptr);
+  return record<MaxPool2DNode<T>>(std::move(y), {x}, s, std::move(argmax));
+}
+
+OpInfo max_pool2d_info() {
+  const auto with = [](Pool2DParams p) {
+    return [p](const auto& in) { return max_pool2d(in[0], p); };
+  };
+  const SampleInit init = distinct_init();
+  return {"max_pool2d",
+          {make_case("k2s2", {{"x", {1, 1, 4, 4}, init}}, with({{2, 2}, {2, 2}, {0, 0}})),
+           make_case("batch_odd", {{"x", {2, 3, 5, 7}, init}}, with({{2, 2}, {2, 2}, {0, 0}})),
+           make_case("k3s2_overlap", {{"x", {2, 2, 7, 6}, init}}, with({{3, 3}, {2, 2}, {0, 0}})),
+           make_case("k3s3", {{"x", {1, 2, 7, 8}, init}}, with({{3, 3}, {3, 3}, {0, 0}})),
+           make_case("k3s2_pad1", {{"x", {2, 2, 5, 5}, init}}, with({{3, 3}, {2, 2}, {1, 1}})),
+           make_case("rect_k2x3_s1x2_pad1", {{"x", {1, 2, 5, 6}, init}},
+                     with({{2, 3}, {1, 2}, {1, 1}}))}};
+}
+
+#define X(T) template Variable<T> max_pool2d<T>(const Variable<T>&, const Pool2DParams&);
+XGRAD_FOR_FLOAT_AND_DOUBLE(X)
+#undef X
+
+}  // namespace xgrad
