@@ -1,0 +1,436 @@
+// conv2d: NCHW convolution with per-axis stride, padding and dilation, and groups.
+// Per image and group: im2col of a band of output rows into a per-thread buffer that stays in L2,
+// then one GEMM on raw pointers. OpenMP runs over the images; OpenBLAS stays single-threaded.
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "xgrad/blas.hpp"
+#include "xgrad/op.hpp"
+#include "xgrad/ops.hpp"
+#include "xgrad/registry.hpp"
+
+namespace xgrad {
+
+namespace {
+
+using Index = std::ptrdiff_t;
+
+// Bytes of im2col buffer per band: large enough for an efficient GEMM, small enough for L2.
+constexpr std::size_t kColBudgetBytes = 512 * 1024;
+
+// Every size of one convolution, checked once in conv2d().
+struct ConvGeom {
+  int n, c, h, w;  // input
+  int co, kh, kw;  // weight
+  int sh, sw, ph, pw, dh, dw, groups;
+  int ho, wo;      // output
+  int cg, cog;     // channels per group, in and out
+  int k;           // rows of a group's column matrix: cg·kh·kw
+  Index l;         // output positions per image: ho·wo
+  int band_rows;   // output rows per im2col band
+  bool pointwise;  // 1x1, stride 1, no padding: the input image is its own column matrix
+};
+
+int omp_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+int omp_thread() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// A per-thread buffer that only grows: no allocation per image on the hot path.
+template <class T>
+T* col_scratch(std::size_t elements) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < elements) buffer.resize(elements);
+  return buffer.data();
+}
+
+// The output columns j in [lo, hi) that read a real input column for kernel column offset `off`
+// (= q·d - p); the others read padding.
+inline void valid_columns(int off, int stride, int width, int wo, int& lo, int& hi) {
+  lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  hi = width - 1 - off < 0 ? 0 : std::min(wo, (width - 1 - off) / stride + 1);
+  lo = std::min(lo, hi);
+}
+
+// col[(ci·kh + p)·kw + q][(i - i0)·wo + j] = xpad[ci, i·sh + p·dh, j·sw + q·dw] for output rows
+// i in [i0, i1). `x` points at the group's first channel of one image.
+template <class T>
+void im2col_band(const T* x, const ConvGeom& g, int i0, int i1, T* col) {
+  const Index lt = Index(i1 - i0) * g.wo;
+  const Index plane = Index(g.h) * g.w;
+  for (int ci = 0; ci < g.cg; ++ci) {
+    const T* xc = x + ci * plane;
+    for (int p = 0; p < g.kh; ++p) {
+      for (int q = 0; q < g.kw; ++q) {
+        T* row = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
+        const int off = q * g.dw - g.pw;
+        int lo, hi;
+        valid_columns(off, g.sw, g.w, g.wo, lo, hi);
+        for (int i = i0; i < i1; ++i) {
+          T* r = row + Index(i - i0) * g.wo;
+          const int hi_row = i * g.sh - g.ph + p * g.dh;
+          if (hi_row < 0 || hi_row >= g.h) {
+            std::fill(r, r + g.wo, T(0));
+            continue;
+          }
+          const T* xr = xc + Index(hi_row) * g.w + off;
+          std::fill(r, r + lo, T(0));
+          if (g.sw == 1) {
+            std::memcpy(r + lo, xr + lo, sizeof(T) * std::size_t(hi - lo));
+          } else {
+            for (int j = lo; j < hi; ++j) r[j] = xr[Index(j) * g.sw];
+          }
+          std::fill(r + hi, r + g.wo, T(0));
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of im2col_band: dx[ci, ...] += col[...] for every column reading a real input.
+template <class T>
+void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dx) {
+  const Index lt = Index(i1 - i0) * g.wo;
+  const Index plane = Index(g.h) * g.w;
+  for (int ci = 0; ci < g.cg; ++ci) {
+    T* dxc = dx + ci * plane;
+    for (int p = 0; p < g.kh; ++p) {
+      for (int q = 0; q < g.kw; ++q) {
+        const T* row = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
+        const int off = q * g.dw - g.pw;
+        int lo, hi;
+        valid_columns(off, g.sw, g.w, g.wo, lo, hi);
+        for (int i = i0; i < i1; ++i) {
+          const int hi_row = i * g.sh - g.ph + p * g.dh;
+          if (hi_row < 0 || hi_row >= g.h) continue;
+          const T* r = row + Index(i - i0) * g.wo;
+          T* xr = dxc + Index(hi_row) * g.w + off;
+          if (g.sw == 1) {
+            for (int j = lo; j < hi; ++j) xr[j] += r[j];
+          } else {
+            for (int j = lo; j < hi; ++j) xr[Index(j) * g.sw] += r[j];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
+  const Index x_image = Index(g.c) * g.h * g.w;
+  const Index y_image = Index(g.co) * g.l;
+  const Index w_group = Index(g.cog) * g.k;
+  const std::size_t band_elems = std::size_t(g.k) * std::size_t(g.band_rows) * std::size_t(g.wo);
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < g.n; ++n) {
+    const T* xn = x + n * x_image;
+    T* yn = y + n * y_image;
+    if (b != nullptr)
+      for (int o = 0; o < g.co; ++o) std::fill(yn + o * g.l, yn + (o + 1) * g.l, b[o]);
+    const T beta = b != nullptr ? T(1) : T(0);
+    T* col = g.pointwise ? nullptr : col_scratch<T>(band_elems);
+    for (int gr = 0; gr < g.groups; ++gr) {
+      const T* xg = xn + Index(gr) * g.cg * g.h * g.w;
+      const T* wg = w + gr * w_group;
+      T* yg = yn + Index(gr) * g.cog * g.l;
+      if (g.pointwise) {
+        blas::gemm(false, false, g.cog, int(g.l), g.k, T(1), wg, g.k, xg, int(g.l), beta, yg,
+                   int(g.l));
+        continue;
+      }
+      for (int i0 = 0; i0 < g.ho; i0 += g.band_rows) {
+        const int i1 = std::min(g.ho, i0 + g.band_rows);
+        const int lt = (i1 - i0) * g.wo;
+        im2col_band(xg, g, i0, i1, col);
+        blas::gemm(false, false, g.cog, lt, g.k, T(1), wg, g.k, col, lt, beta,
+                   yg + Index(i0) * g.wo, int(g.l));
+      }
+    }
+  }
+}
+
+// dx (when non-null) = Σ_gr col2im(W_grᵀ·dY_gr); dw, db (when non-null) = Σ_n dY·colᵀ and Σ_n,l dY.
+template <class T>
+void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, const ConvGeom& g) {
+  const Index x_image = Index(g.c) * g.h * g.w;
+  const Index y_image = Index(g.co) * g.l;
+  const Index w_group = Index(g.cog) * g.k;
+  const Index w_size = Index(g.co) * g.k;
+  const std::size_t band_elems = std::size_t(g.k) * std::size_t(g.band_rows) * std::size_t(g.wo);
+  const int threads = std::max(1, std::min(omp_threads(), g.n));
+  // Per-thread dW and db accumulators, summed at the end (no atomics, no false sharing of rows).
+  const Index acc_size = (dw != nullptr ? w_size : 0) + (db != nullptr ? g.co : 0);
+  std::vector<T> acc(std::size_t(acc_size) * std::size_t(threads), T(0));
+#pragma omp parallel num_threads(threads)
+  {
+    T* acc_t = acc.data() + Index(omp_thread()) * acc_size;
+    T* dw_t = dw != nullptr ? acc_t : nullptr;
+    T* db_t = db != nullptr ? acc_t + (dw != nullptr ? w_size : 0) : nullptr;
+    T* col = g.pointwise ? nullptr : col_scratch<T>(band_elems);
+#pragma omp for schedule(static)
+    for (int n = 0; n < g.n; ++n) {
+      const T* xn = x + n * x_image;
+      const T* gyn = gy + n * y_image;
+      T* dxn = dx != nullptr ? dx + n * x_image : nullptr;
+      if (db_t != nullptr)
+        for (int o = 0; o < g.co; ++o) {
+          const T* r = gyn + o * g.l;
+          T s = 0;
+          for (Index j = 0; j < g.l; ++j) s += r[j];
+          db_t[o] += s;
+        }
+      if (dxn != nullptr && !g.pointwise) std::fill(dxn, dxn + x_image, T(0));
+      for (int gr = 0; gr < g.groups; ++gr) {
+        const T* xg = xn + Index(gr) * g.cg * g.h * g.w;
+        const T* wg = w + gr * w_group;
+        const T* gyg = gyn + Index(gr) * g.cog * g.l;
+        if (g.pointwise) {
+          const int l = int(g.l);
+          if (dw_t != nullptr)
+            blas::gemm(false, true, g.cog, g.k, l, T(1), gyg, l, xg, l, T(1), dw_t + gr * w_group,
+                       g.k);
+          if (dxn != nullptr)
+            blas::gemm(true, false, g.k, l, g.cog, T(1), wg, g.k, gyg, l, T(0),
+                       dxn + Index(gr) * g.cg * g.l, l);
+          continue;
+        }
+        T* dxg = dxn != nullptr ? dxn + Index(gr) * g.cg * g.h * g.w : nullptr;
+        for (int i0 = 0; i0 < g.ho; i0 += g.band_rows) {
+          const int i1 = std::min(g.ho, i0 + g.band_rows);
+          const int lt = (i1 - i0) * g.wo;
+          const T* gyb = gyg + Index(i0) * g.wo;
+          if (dw_t != nullptr) {
+            im2col_band(xg, g, i0, i1, col);
+            blas::gemm(false, true, g.cog, g.k, lt, T(1), gyb, int(g.l), col, lt, T(1),
+                       dw_t + gr * w_group, g.k);
+          }
+          if (dxg != nullptr) {  // the column buffer is free again: reuse it for d(col)
+            blas::gemm(true, false, g.k, lt, g.cog, T(1), wg, g.k, gyb, int(g.l), T(0), col, lt);
+            col2im_band(col, g, i0, i1, dxg);
+          }
+        }
+      }
+    }
+  }
+  if (dw != nullptr) std::fill(dw, dw + w_size, T(0));
+  if (db != nullptr) std::fill(db, db + g.co, T(0));
+  for (int t = 0; t < threads; ++t) {
+    const T* acc_t = acc.data() + Index(t) * acc_size;
+    if (dw != nullptr)
+      for (Index i = 0; i < w_size; ++i) dw[i] += acc_t[i];
+    if (db != nullptr) {
+      const T* db_t = acc_t + (dw != nullptr ? w_size : 0);
+      for (int o = 0; o < g.co; ++o) db[o] += db_t[o];
+    }
+  }
+}
+
+template <class T>
+struct Conv2DNode final : Node<T> {
+  Conv2DNode(ConvGeom geom, bool has_bias) : geom_(geom), has_bias_(has_bias) {}
+  const char* name() const override { return "conv2d"; }
+  std::vector<Tensor<T>> backward(const Tensor<T>& gy) override {
+    const Tensor<T>& x = this->input_value(0);
+    const Tensor<T>& w = this->input_value(1);
+    const std::size_t n_in = has_bias_ ? 3 : 2;
+    std::vector<Tensor<T>> grads(n_in, no_grad<T>());
+    T* dx = nullptr;
+    T* dw = nullptr;
+    T* db = nullptr;
+    if (this->needs_input_grad(0)) {
+      grads[0] = empty_tensor<T>(shape_of(x));
+      dx = grads[0].data();
+    }
+    if (this->needs_input_grad(1)) {
+      grads[1] = empty_tensor<T>(shape_of(w));
+      dw = grads[1].data();
+    }
+    if (has_bias_ && this->needs_input_grad(2)) {
+      grads[2] = empty_tensor<T>({std::size_t(geom_.co)});
+      db = grads[2].data();
+    }
+    if (dx != nullptr || dw != nullptr || db != nullptr)
+      conv_backward(x.data(), w.data(), gy.data(), dx, dw, db, geom_);
+    return grads;
+  }
+  ConvGeom geom_;
+  bool has_bias_;
+};
+
+std::string conv_shapes(const Shape& x, const Shape& w) {
+  return "(input " + shape_str(x) + ", weight " + shape_str(w) + ")";
+}
+
+std::string pair_str(const std::array<int, 2>& v) {
+  return "{" + std::to_string(v[0]) + "," + std::to_string(v[1]) + "}";
+}
+
+// Validates everything and derives the output size; throws xgrad::Error naming conv2d.
+ConvGeom conv_geometry(const Shape& xs, const Shape& ws, const Shape* bs, const Conv2DParams& p) {
+  if (xs.size() != 4) throw Error("conv2d: input must be 4-D [N,C,H,W] " + conv_shapes(xs, ws));
+  if (ws.size() != 4)
+    throw Error("conv2d: weight must be 4-D [C_out,C_in/groups,kH,kW] " + conv_shapes(xs, ws));
+  for (int a = 0; a < 2; ++a) {
+    if (p.stride[a] < 1)
+      throw Error("conv2d: stride must be >= 1 but is " + pair_str(p.stride) + " " +
+                  conv_shapes(xs, ws));
+    if (p.padding[a] < 0)
+      throw Error("conv2d: padding must be >= 0 but is " + pair_str(p.padding) + " " +
+                  conv_shapes(xs, ws));
+    if (p.dilation[a] < 1)
+      throw Error("conv2d: dilation must be >= 1 but is " + pair_str(p.dilation) + " " +
+                  conv_shapes(xs, ws));
+  }
+  if (ws[0] == 0 || ws[1] == 0 || ws[2] == 0 || ws[3] == 0)
+    throw Error("conv2d: weight has a zero dimension " + conv_shapes(xs, ws));
+  if (p.groups < 1)
+    throw Error("conv2d: groups must be >= 1 but is " + std::to_string(p.groups) + " " +
+                conv_shapes(xs, ws));
+  const std::size_t groups = std::size_t(p.groups);
+  if (xs[1] % groups != 0 || ws[0] % groups != 0)
+    throw Error("conv2d: groups = " + std::to_string(p.groups) +
+                " must divide both input channels " + std::to_string(xs[1]) +
+                " and output channels " + std::to_string(ws[0]) + " " + conv_shapes(xs, ws));
+  if (xs[1] != ws[1] * groups)
+    throw Error("conv2d: input has " + std::to_string(xs[1]) + " channels but weight expects " +
+                std::to_string(ws[1] * groups) + " " + conv_shapes(xs, ws) +
+                (groups > 1 ? " with groups = " + std::to_string(p.groups) : std::string()));
+  if (bs != nullptr && (bs->size() != 1 || (*bs)[0] != ws[0]))
+    throw Error("conv2d: bias must be 1-D of C_out = " + std::to_string(ws[0]) + " but has shape " +
+                shape_str(*bs) + " " + conv_shapes(xs, ws));
+  ConvGeom g{};
+  g.n = int(xs[0]);
+  g.c = int(xs[1]);
+  g.h = int(xs[2]);
+  g.w = int(xs[3]);
+  g.co = int(ws[0]);
+  g.kh = int(ws[2]);
+  g.kw = int(ws[3]);
+  g.sh = p.stride[0];
+  g.sw = p.stride[1];
+  g.ph = p.padding[0];
+  g.pw = p.padding[1];
+  g.dh = p.dilation[0];
+  g.dw = p.dilation[1];
+  g.groups = p.groups;
+  const long span_h = long(g.dh) * (g.kh - 1) + 1, span_w = long(g.dw) * (g.kw - 1) + 1;
+  const long padded_h = long(g.h) + 2L * g.ph, padded_w = long(g.w) + 2L * g.pw;
+  if (span_h > padded_h || span_w > padded_w)
+    throw Error("conv2d: kernel (dilated " + std::to_string(span_h) + "x" + std::to_string(span_w) +
+                ") is larger than the padded input " + std::to_string(padded_h) + "x" +
+                std::to_string(padded_w) + " " + conv_shapes(xs, ws) + " padding " +
+                pair_str(p.padding) + " dilation " + pair_str(p.dilation));
+  g.ho = int((padded_h - span_h) / g.sh + 1);
+  g.wo = int((padded_w - span_w) / g.sw + 1);
+  g.cg = g.c / g.groups;
+  g.cog = g.co / g.groups;
+  g.k = g.cg * g.kh * g.kw;
+  g.l = Index(g.ho) * g.wo;
+  g.pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+  return g;
+}
+
+}  // namespace
+
+template <class T>
+Variable<T> conv2d(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b,
+                   const Conv2DParams& params) {
+  const Shape bshape = b.defined() ? b.shape() : Shape{};
+  ConvGeom g = conv_geometry(x.shape(), w.shape(), b.defined() ? &bshape : nullptr, params);
+  const std::size_t row_bytes = sizeof(T) * std::size_t(g.k) * std::size_t(g.wo);
+  g.band_rows = int(std::clamp<std::size_t>(kColBudgetBytes / std::max<std::size_t>(row_bytes, 1),
+                                            1, std::size_t(g.ho)));
+  Tensor<T> y =
+      empty_tensor<T>({std::size_t(g.n), std::size_t(g.co), std::size_t(g.ho), std::size_t(g.wo)});
+  conv_forward(x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
+               y.data(), g);
+  return record<Conv2DNode<T>>(std::move(y), {x, w, b}, g, b.defined());
+}
+
+OpInfo conv2d_info() {
+  const auto conv = [](Conv2DParams p) {
+    return [p](const auto& in) { return conv2d(in[0], in[1], in[2], p); };
+  };
+  const auto conv_nb = [](Conv2DParams p) {
+    return [p](const auto& in) { return conv2d(in[0], in[1], {}, p); };
+  };
+  const auto io = [](Shape x, Shape w) {
+    const std::size_t co = w[0];
+    return std::vector<SampleInput>{{"x", std::move(x)}, {"w", std::move(w)}, {"b", {co}}};
+  };
+  Conv2DParams s2;
+  s2.stride = {2, 2};
+  Conv2DParams s3p1;
+  s3p1.stride = {3, 3};
+  s3p1.padding = {1, 1};
+  Conv2DParams pad12;
+  pad12.padding = {1, 2};
+  Conv2DParams dil2;
+  dil2.dilation = {2, 2};
+  dil2.padding = {1, 1};
+  Conv2DParams dil_mixed;
+  dil_mixed.dilation = {2, 1};
+  dil_mixed.stride = {1, 2};
+  Conv2DParams g2;
+  g2.groups = 2;
+  Conv2DParams dw3;
+  dw3.groups = 3;
+  dw3.padding = {1, 1};
+  Conv2DParams dw2_mult;
+  dw2_mult.groups = 2;
+  dw2_mult.stride = {2, 2};
+  Conv2DParams k4s2;
+  k4s2.stride = {2, 2};
+  k4s2.padding = {1, 1};
+  Conv2DParams nonsq;
+  nonsq.stride = {1, 2};
+  nonsq.padding = {1, 0};
+  Conv2DParams g2_1x1;
+  g2_1x1.groups = 2;
+  std::vector<SampleInput> x_fixed = io({2, 2, 5, 5}, {3, 2, 3, 3});
+  x_fixed[0].requires_grad = false;
+  return {"conv2d",
+          {make_case("basic_batch2", io({2, 2, 6, 5}, {3, 2, 3, 3}), conv({})),
+           make_case("batch1", io({1, 3, 5, 5}, {2, 3, 3, 3}), conv({})),
+           make_case("odd_7x5_stride2", io({2, 2, 7, 5}, {3, 2, 3, 3}), conv(s2)),
+           make_case("stride3_pad1", io({1, 2, 7, 8}, {2, 2, 3, 3}), conv(s3p1)),
+           make_case("padding_1_2", io({2, 1, 4, 4}, {2, 1, 3, 3}), conv(pad12)),
+           make_case("dilation2", io({1, 2, 7, 7}, {2, 2, 3, 3}), conv(dil2)),
+           make_case("dilation_stride_mixed", io({1, 2, 7, 6}, {2, 2, 3, 2}), conv(dil_mixed)),
+           make_case("groups2", io({2, 4, 5, 5}, {4, 2, 3, 3}), conv(g2)),
+           make_case("depthwise", io({2, 3, 5, 5}, {3, 1, 3, 3}), conv(dw3)),
+           make_case("depthwise_multiplier", io({1, 2, 6, 6}, {4, 1, 3, 3}), conv(dw2_mult)),
+           make_case("no_bias", {{"x", {2, 2, 5, 5}}, {"w", {3, 2, 3, 3}}}, conv_nb({})),
+           make_case("kernel4_stride2", io({1, 2, 6, 6}, {2, 2, 4, 4}), conv(k4s2)),
+           make_case("nonsquare_kernel", io({2, 2, 5, 6}, {2, 2, 2, 3}), conv(nonsq)),
+           make_case("pointwise_1x1", io({2, 3, 4, 4}, {2, 3, 1, 1}), conv({})),
+           make_case("pointwise_groups2", io({1, 4, 3, 3}, {4, 2, 1, 1}), conv(g2_1x1)),
+           make_case("input_without_grad", x_fixed, conv({}))}};
+}
+
+#define X(T)                                                                                 \
+  template Variable<T> conv2d<T>(const Variable<T>&, const Variable<T>&, const Variable<T>&, \
+                                 const Conv2DParams&);
+XGRAD_FOR_FLOAT_AND_DOUBLE(X)
+#undef X
+
+}  // namespace xgrad
