@@ -40,24 +40,29 @@ Variable<T> sum(const Variable<T>& x);
 template <class T>
 Variable<T> sum(const Variable<T>& x, const std::vector<std::size_t>& axes, bool keepdims = false);
 
-/// y = (1/n) Σ x over all n elements, shape [].
+/// y = (1/n) Σ x over all n elements, shape []. dx = g/n everywhere. Throws when n = 0.
 template <class T>
 Variable<T> mean(const Variable<T>& x);
 
-/// y = mean of x over `axes`; `keepdims` keeps them as size 1.
+/// y = mean of x over `axes` (each in [0, rank), no repeats; order does not matter); `keepdims`
+/// keeps them as size 1. dx = g/count broadcast back, count = product of the reduced sizes.
+/// Throws for a bad or repeated axis, or when the reduced axes hold no elements.
 template <class T>
 Variable<T> mean(const Variable<T>& x, const std::vector<std::size_t>& axes, bool keepdims = false);
 
-/// The same elements in a new shape with the same element count. dx = g reshaped back.
+/// The same elements (row-major) in a new shape with the same element count; throws naming both
+/// shapes otherwise. dx = g reshaped back.
 template <class T>
 Variable<T> reshape(const Variable<T>& x, const Shape& shape);
 
-/// [N, d1, d2, ...] -> [N, d1·d2·...]: keeps the batch axis, as before a Dense layer.
+/// [N, d1, d2, ...] -> [N, d1·d2·...]: keeps the batch axis, as before a Dense layer. Rank >= 1
+/// ([N] -> [N, 1]); a scalar throws. dx = g in x's shape.
 template <class T>
 Variable<T> flatten(const Variable<T>& x);
 
 /// Joins tensors along `axis`; all other dimensions must match. Used by inception blocks.
-/// The gradient of each input is its slice of g.
+/// The gradient of each input is its slice of g. Throws for an empty list, an axis >= rank, or
+/// inputs whose ranks or other dimensions differ (the message lists every shape).
 template <class T>
 Variable<T> concat(const std::vector<Variable<T>>& xs, std::size_t axis);
 
@@ -69,7 +74,7 @@ Variable<T> concat(const std::vector<Variable<T>>& xs, std::size_t axis);
 template <class T>
 Variable<T> relu(const Variable<T>& x);
 
-/// y = x for x > 0, slope·x otherwise. dx = g or slope·g.
+/// y = x for x > 0, slope·x otherwise. dx = g for x > 0, slope·g otherwise (also at x = 0).
 template <class T>
 Variable<T> leaky_relu(const Variable<T>& x, T slope = T(0.01));
 
@@ -151,20 +156,25 @@ Variable<T> global_avg_pool2d(const Variable<T>& x);
 // Softmax and losses
 // =============================================================================================
 
-/// y[n,i] = exp(x[n,i] - m_n) / Σ_j exp(x[n,j] - m_n), m_n = max_j x[n,j]; x [N, C].
+/// y[n,i] = exp(x[n,i] - m_n) / Σ_j exp(x[n,j] - m_n), m_n = max_j x[n,j]; x [N, C] (other
+/// ranks throw). dx[n] = y[n] ⊙ (g[n] - Σ_j g[n,j]·y[n,j]).
 template <class T>
 Variable<T> softmax(const Variable<T>& x);
 
-/// y[n,i] = x[n,i] - m_n - log Σ_j exp(x[n,j] - m_n); x [N, C].
+/// y[n,i] = x[n,i] - m_n - log Σ_j exp(x[n,j] - m_n); x [N, C] (other ranks throw).
+/// dx[n] = g[n] - softmax(x)[n]·Σ_j g[n,j].
 template <class T>
 Variable<T> log_softmax(const Variable<T>& x);
 
 /// L = -(1/N) Σ_n log_softmax(logits)[n, labels[n]]; logits [N, C], labels N ints in [0, C).
-/// Fused and stable for logits of ±1e4. d logits = (softmax - onehot)/N.
+/// Fused and stable for logits of ±1e4. d logits = (softmax - onehot)·g/N. Throws for logits not
+/// of rank 2, a label count other than N, N = 0, or a label outside [0, C) (naming the label,
+/// its position and the logits shape).
 template <class T>
 Variable<T> cross_entropy(const Variable<T>& logits, const std::vector<int>& labels);
 
-/// L = (1/n) Σ (pred - target)², over all n elements; shapes must match. Both get gradients.
+/// L = (1/n) Σ (pred - target)², over all n elements; shapes must match exactly (no
+/// broadcasting; the error names both). d pred = 2(pred - target)·g/n = -d target.
 template <class T>
 Variable<T> mse_loss(const Variable<T>& pred, const Variable<T>& target);
 
