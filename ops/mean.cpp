@@ -10,24 +10,25 @@ namespace xgrad {
 
 namespace {
 
-// For each input element (row-major), the offset of the output element it is averaged into:
-// the input is walked with a multi-index counter, and reduced axes have output stride 0.
+// Walks the input row by row (a row is its innermost axis) with the offset of the output element
+// the row's first element is averaged into; reduced axes have output stride 0. The callback gets
+// (input offset, output offset, row length, output stride along the row), so a row reduced into
+// one element is a plain sum rather than a chain of dependent adds into memory.
 struct ReduceMap {
   Shape in_shape;
   std::vector<std::size_t> out_stride;  // per input axis; 0 on reduced axes
 
   template <class F>
-  void for_each(F&& f) const {
+  void for_each_row(F&& f) const {
     const std::size_t rank = in_shape.size();
     const std::size_t n = shape_numel(in_shape);
     if (n == 0) return;
     std::vector<std::size_t> idx(rank, 0);
     std::size_t out = 0;
-    // The innermost axis runs as a plain loop; the counter only steps the outer axes.
     const std::size_t inner = rank ? in_shape[rank - 1] : 1;
     const std::size_t inner_stride = rank ? out_stride[rank - 1] : 0;
     for (std::size_t i = 0; i < n; i += inner) {
-      for (std::size_t j = 0; j < inner; ++j) f(i + j, out + j * inner_stride);
+      f(i, out, inner, inner_stride);
       for (std::size_t a = rank ? rank - 1 : 0; a-- > 0;) {
         out += out_stride[a];
         if (++idx[a] < in_shape[a]) break;
@@ -67,7 +68,14 @@ struct MeanAxesNode final : Node<T> {
     const T scale = T(1) / T(count_);
     const T* gp = g.data();
     T* dp = dx.data();
-    map_.for_each([&](std::size_t i, std::size_t o) { dp[i] = gp[o] * scale; });
+    map_.for_each_row([&](std::size_t i, std::size_t o, std::size_t len, std::size_t stride) {
+      if (stride == 0) {
+        const T v = gp[o] * scale;
+        for (std::size_t j = 0; j < len; ++j) dp[i + j] = v;
+      } else {
+        for (std::size_t j = 0; j < len; ++j) dp[i + j] = gp[o + j] * scale;
+      }
+    });
     return {std::move(dx)};
   }
   ReduceMap map_;
@@ -113,7 +121,15 @@ Variable<T> mean(const Variable<T>& x, const std::vector<std::size_t>& axes, boo
   Tensor<T> y = filled_tensor<T>(kept, T(0));
   const T* xp = x.value().data();
   T* yp = y.data();
-  map.for_each([&](std::size_t i, std::size_t o) { yp[o] += xp[i]; });
+  map.for_each_row([&](std::size_t i, std::size_t o, std::size_t len, std::size_t stride) {
+    if (stride == 0) {
+      T row = 0;
+      for (std::size_t j = 0; j < len; ++j) row += xp[i + j];
+      yp[o] += row;
+    } else {
+      for (std::size_t j = 0; j < len; ++j) yp[o + j] += xp[i + j];
+    }
+  });
   const T scale = T(1) / T(count);
   for (std::size_t o = 0; o < y.size(); ++o) yp[o] *= scale;
   if (!keepdims) {

