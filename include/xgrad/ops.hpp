@@ -91,7 +91,8 @@ Variable<T> tanh(const Variable<T>& x);
 // =============================================================================================
 
 /// y = x·wᵀ + b. x [N, in], w [out, in], b [out] (optional: pass an empty Variable), y [N, out].
-/// dx = g·w, dw = gᵀ·x, db = Σ_n g. Through BLAS.
+/// dx = g·w, dw = gᵀ·x, db = Σ_n g. Through BLAS (bias seeds y, then GEMM with beta = 1).
+/// Throws when x or w is not rank 2, the in-features differ, or b is not [out].
 template <class T>
 Variable<T> linear(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b = {});
 
@@ -127,7 +128,9 @@ struct Pads {
 template <class T>
 Variable<T> zero_pad(const Variable<T>& x, const Pads& pads);
 
-/// Window, stride and padding of a 2-D pool, per axis (height, width).
+/// Window, stride and padding of a 2-D pool, per axis (height, width). As in PyTorch:
+/// kernel >= 1, stride >= 1, 0 <= padding <= kernel/2 (so every window holds a real element),
+/// and the padded input must hold one window; otherwise the pools throw xgrad::Error.
 struct Pool2DParams {
   std::array<int, 2> kernel{2, 2};
   std::array<int, 2> stride{2, 2};
@@ -140,6 +143,8 @@ struct Pool2DParams {
 /// y[n,c,i,j] = max over the window at (i·s - p, j·s - p) of x; padding counts as -infinity.
 /// dx routes each g to the window's maximum (the course's create-mask); on ties, to the first
 /// maximum in row-major order. x [N,C,H,W] -> [N,C,Ho,Wo], Ho = floor((H + 2p - k)/s) + 1.
+/// The forward saves the argmax (int32 index in the plane) so the backward is a scatter.
+/// A NaN in a window propagates to its output, as in PyTorch.
 template <class T>
 Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params = {});
 
@@ -148,7 +153,7 @@ Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params = {});
 template <class T>
 Variable<T> avg_pool2d(const Variable<T>& x, const Pool2DParams& params = {});
 
-/// y[n,c] = mean over H and W of x[n,c]: [N,C,H,W] -> [N,C].
+/// y[n,c] = mean over H and W of x[n,c]: [N,C,H,W] -> [N,C]. dx[n,c,h,w] = g[n,c]/(H·W).
 template <class T>
 Variable<T> global_avg_pool2d(const Variable<T>& x);
 
@@ -183,7 +188,10 @@ Variable<T> mse_loss(const Variable<T>& pred, const Variable<T>& target);
 // =============================================================================================
 
 /// Inverted dropout: in training y = x ⊙ m / (1 - p) with m ~ Bernoulli(1 - p) drawn from `rng`;
-/// in eval (training = false) y = x. p in [0, 1).
+/// in eval (training = false) y = x. p in [0, 1), else throws (in eval too).
+/// dx = g ⊙ m / (1 - p) with the forward's mask. Eval and p = 0 are the identity and draw
+/// nothing from `rng`; otherwise one Bernoulli draw per element in row-major order, the same
+/// for float and double, so a seeded `rng` reproduces the mask.
 template <class T>
 Variable<T> dropout(const Variable<T>& x, double p, bool training, std::mt19937_64& rng);
 
@@ -197,6 +205,11 @@ struct BatchNormParams {
 ///             unbiased variance, as PyTorch;
 ///   eval:     μ, σ² = running_mean, running_var.
 ///   y = γ[c]·(x - μ)/sqrt(σ² + eps) + β[c].  gamma, beta, running_mean, running_var: [C].
+/// Backward, with x̂ = (x - μ)/sqrt(σ² + eps), m = N·H·W, sums over (n, h, w) per channel:
+///   dβ = Σ g, dγ = Σ g·x̂;  training: dx = γ/(m·sqrt(σ² + eps))·(m·g - Σ g - x̂·Σ g·x̂);
+///   eval: dx = γ·g/sqrt(σ² + eps).
+/// Throws on rank ≠ 4, gamma/beta/running stats not [C], eps <= 0, momentum outside [0, 1], or
+/// training with N·H·W = 1 (no variance to estimate). gamma and beta must be defined.
 template <class T>
 Variable<T> batch_norm2d(const Variable<T>& x, const Variable<T>& gamma, const Variable<T>& beta,
                          Tensor<T>& running_mean, Tensor<T>& running_var, bool training,
