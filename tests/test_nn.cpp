@@ -468,3 +468,45 @@ BOOST_AUTO_TEST_CASE(gradcheck_inception_block_through_its_parameters) {
   const GradcheckReport r = check_module(block, {1, 2, 3, 3});
   BOOST_TEST(r.passed, r);
 }
+
+BOOST_AUTO_TEST_CASE(summary_of_a_single_block_and_of_nested_sequentials) {
+  ResidualBlock<double> block(2, 4, 2);
+  const std::string s = block.summary({1, 2, 6, 6});
+  BOOST_TEST(contains(s, "ResidualBlock(2, 4, stride=2, projection)"));
+  BOOST_TEST(contains(s, "[1,4,3,3]"));
+  BOOST_TEST(contains(s, "Total params: " + std::to_string(block.parameter_count())));
+
+  auto inner =
+      std::make_shared<Sequential<double>>(std::initializer_list<std::shared_ptr<Module<double>>>{
+          std::make_shared<ReLU<double>>(), std::make_shared<Flatten<double>>()});
+  Sequential<double> outer{std::make_shared<Conv2d<double>>(1, 2, 3), inner};
+  const std::string n = outer.summary({1, 1, 4, 4});
+  BOOST_TEST(contains(n, "1.0 "));
+  BOOST_TEST(contains(n, "1.1 "));
+  BOOST_TEST(contains(n, "[1,8]"));
+}
+
+BOOST_AUTO_TEST_CASE(sgd_on_parameters_trains_the_model) {
+  // parameters() share state with the model: updating them in place must lower the loss.
+  manual_seed(3);
+  Sequential<float> model{std::make_shared<Conv2d<float>>(1, 4, 3),
+                          std::make_shared<BatchNorm2d<float>>(4), std::make_shared<ReLU<float>>(),
+                          std::make_shared<Flatten<float>>(),
+                          std::make_shared<Linear<float>>(4 * 4 * 4, 3)};
+  std::mt19937_64 rng(4);
+  Tensor<float> images = empty_tensor<float>({12, 1, 6, 6});
+  uniform(images, -1.0, 1.0, rng);
+  std::vector<int> labels;
+  for (int i = 0; i < 12; ++i) labels.push_back(i % 3);
+  const Variable<float> x(images);
+  const auto loss = [&] { return cross_entropy(model(x), labels); };
+  const float first = loss().item();
+  for (int step = 0; step < 60; ++step) {
+    model.zero_grad();
+    loss().backward();
+    for (Variable<float>& p : model.parameters()) p.mutable_value() -= 0.1f * p.grad();
+  }
+  const float last = loss().item();
+  BOOST_TEST_MESSAGE("loss " << first << " -> " << last);
+  BOOST_TEST(last < 0.25f * first);
+}
