@@ -10,6 +10,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "xgrad/blas.hpp"
 #include "xgrad/op.hpp"
@@ -31,6 +34,8 @@ struct ConvGeom {
   int co, kh, kw;  // weight
   int sh, sw, ph, pw, dh, dw, groups;
   int ho, wo;      // output
+  int hp, wp;      // padded input: h + 2·ph, w + 2·pw
+  bool padded;     // ph or pw > 0: images are staged with zero borders
   int cg, cog;     // channels per group, in and out
   int k;           // rows of a group's column matrix: cg·kh·kw
   Index l;         // output positions per image: ho·wo
@@ -54,92 +59,144 @@ int omp_thread() {
 #endif
 }
 
-// A per-thread buffer that only grows: no allocation per image on the hot path.
-template <class T>
-T* col_scratch(std::size_t elements) {
+// Per-thread buffers that only grow: no allocation per image on the hot path. Slot 0 holds the
+// column band, slot 1 a zero-padded image.
+template <class T, int Slot>
+T* scratch(std::size_t elements) {
   thread_local std::vector<T> buffer;
   if (buffer.size() < elements) buffer.resize(elements);
   return buffer.data();
 }
 
-// The output columns j in [lo, hi) that read a real input column for kernel column offset `off`
-// (= q·d - p); the others read padding.
-inline void valid_columns(int off, int stride, int width, int wo, int& lo, int& hi) {
-  lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-  hi = width - 1 - off < 0 ? 0 : std::min(wo, (width - 1 - off) / stride + 1);
-  lo = std::min(lo, hi);
+// d[0..n) = s[0..n) and d[0..n) += s[0..n) for the short rows of im2col and col2im (often under
+// 32 elements, where a memcpy call costs more than the copy). AVX-512 masks cover the tail.
+inline void copy_row(const float* s, float* d, int n) {
+#ifdef __AVX512F__
+  int j = 0;
+  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(d + j, _mm512_loadu_ps(s + j));
+  if (j < n) {
+    const __mmask16 m = __mmask16((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(d + j, m, _mm512_maskz_loadu_ps(m, s + j));
+  }
+#else
+  std::memcpy(d, s, sizeof(float) * std::size_t(n));
+#endif
 }
 
-// col[(ci·kh + p)·kw + q][(i - i0)·wo + j] = xpad[ci, i·sh + p·dh, j·sw + q·dw] for output rows
-// i in [i0, i1). `x` points at the group's first channel of one image.
+inline void copy_row(const double* s, double* d, int n) {
+#ifdef __AVX512F__
+  int j = 0;
+  for (; j + 8 <= n; j += 8) _mm512_storeu_pd(d + j, _mm512_loadu_pd(s + j));
+  if (j < n) {
+    const __mmask8 m = __mmask8((1u << (n - j)) - 1);
+    _mm512_mask_storeu_pd(d + j, m, _mm512_maskz_loadu_pd(m, s + j));
+  }
+#else
+  std::memcpy(d, s, sizeof(double) * std::size_t(n));
+#endif
+}
+
+inline void add_row(const float* s, float* d, int n) {
+#ifdef __AVX512F__
+  int j = 0;
+  for (; j + 16 <= n; j += 16)
+    _mm512_storeu_ps(d + j, _mm512_add_ps(_mm512_loadu_ps(d + j), _mm512_loadu_ps(s + j)));
+  if (j < n) {
+    const __mmask16 m = __mmask16((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(
+        d + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), _mm512_maskz_loadu_ps(m, s + j)));
+  }
+#else
+  for (int j = 0; j < n; ++j) d[j] += s[j];
+#endif
+}
+
+inline void add_row(const double* s, double* d, int n) {
+#ifdef __AVX512F__
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm512_storeu_pd(d + j, _mm512_add_pd(_mm512_loadu_pd(d + j), _mm512_loadu_pd(s + j)));
+  if (j < n) {
+    const __mmask8 m = __mmask8((1u << (n - j)) - 1);
+    _mm512_mask_storeu_pd(
+        d + j, m, _mm512_add_pd(_mm512_maskz_loadu_pd(m, d + j), _mm512_maskz_loadu_pd(m, s + j)));
+  }
+#else
+  for (int j = 0; j < n; ++j) d[j] += s[j];
+#endif
+}
+
+// Copies the c planes of an image (h×w) into the interior of hp×wp planes with zero borders.
 template <class T>
-void im2col_band(const T* x, const ConvGeom& g, int i0, int i1, T* col) {
+void pad_image(const T* x, const ConvGeom& g, T* xp) {
+  for (int ci = 0; ci < g.c; ++ci) {
+    const T* src = x + Index(ci) * g.h * g.w;
+    T* dst = xp + Index(ci) * g.hp * g.wp;
+    std::fill(dst, dst + Index(g.ph) * g.wp, T(0));
+    for (int i = 0; i < g.h; ++i) {
+      T* r = dst + Index(i + g.ph) * g.wp;
+      std::fill(r, r + g.pw, T(0));
+      copy_row(src + Index(i) * g.w, r + g.pw, g.w);
+      std::fill(r + g.pw + g.w, r + g.wp, T(0));
+    }
+    std::fill(dst + Index(g.ph + g.h) * g.wp, dst + Index(g.hp) * g.wp, T(0));
+  }
+}
+
+// col[(ci·kh + p)·kw + q][(i - i0)·wo + j] = xp[ci, i·sh + p·dh, j·sw + q·dw] for output rows
+// i in [i0, i1), where xp is the group's first channel of a padded image (hp×wp planes): every
+// read is in bounds, so the rows are plain copies.
+template <class T>
+void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col) {
   const Index lt = Index(i1 - i0) * g.wo;
-  const Index plane = Index(g.h) * g.w;
-  for (int ci = 0; ci < g.cg; ++ci) {
-    const T* xc = x + ci * plane;
-    for (int p = 0; p < g.kh; ++p) {
+  const Index plane = Index(g.hp) * g.wp;
+  for (int ci = 0; ci < g.cg; ++ci)
+    for (int p = 0; p < g.kh; ++p)
       for (int q = 0; q < g.kw; ++q) {
         T* row = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
-        const int off = q * g.dw - g.pw;
-        int lo, hi;
-        valid_columns(off, g.sw, g.w, g.wo, lo, hi);
+        const T* src = xp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw;
         for (int i = i0; i < i1; ++i) {
+          const T* s = src + Index(i) * g.sh * g.wp;
           T* r = row + Index(i - i0) * g.wo;
-          const int hi_row = i * g.sh - g.ph + p * g.dh;
-          if (hi_row < 0 || hi_row >= g.h) {
-            std::fill(r, r + g.wo, T(0));
-            continue;
-          }
-          const T* xr = xc + Index(hi_row) * g.w + off;
-          std::fill(r, r + lo, T(0));
           if (g.sw == 1) {
-            std::memcpy(r + lo, xr + lo, sizeof(T) * std::size_t(hi - lo));
+            copy_row(s, r, g.wo);
           } else {
-            for (int j = lo; j < hi; ++j) r[j] = xr[Index(j) * g.sw];
+            for (int j = 0; j < g.wo; ++j) r[j] = s[Index(j) * g.sw];
           }
-          std::fill(r + hi, r + g.wo, T(0));
         }
       }
-    }
-  }
 }
 
-// The adjoint of im2col_band: dx[ci, ...] += col[...] for every column reading a real input.
+// The adjoint of im2col_band: dxp[ci, ...] += col[...], into a padded gradient image.
 template <class T>
-void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dx) {
+void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp) {
   const Index lt = Index(i1 - i0) * g.wo;
-  const Index plane = Index(g.h) * g.w;
-  for (int ci = 0; ci < g.cg; ++ci) {
-    T* dxc = dx + ci * plane;
-    for (int p = 0; p < g.kh; ++p) {
+  const Index plane = Index(g.hp) * g.wp;
+  for (int ci = 0; ci < g.cg; ++ci)
+    for (int p = 0; p < g.kh; ++p)
       for (int q = 0; q < g.kw; ++q) {
         const T* row = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
-        const int off = q * g.dw - g.pw;
-        int lo, hi;
-        valid_columns(off, g.sw, g.w, g.wo, lo, hi);
+        T* dst = dxp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw;
         for (int i = i0; i < i1; ++i) {
-          const int hi_row = i * g.sh - g.ph + p * g.dh;
-          if (hi_row < 0 || hi_row >= g.h) continue;
+          T* d = dst + Index(i) * g.sh * g.wp;
           const T* r = row + Index(i - i0) * g.wo;
-          T* xr = dxc + Index(hi_row) * g.w + off;
           if (g.sw == 1) {
-            for (int j = lo; j < hi; ++j) xr[j] += r[j];
+            add_row(r, d, g.wo);
           } else {
-            for (int j = lo; j < hi; ++j) xr[Index(j) * g.sw] += r[j];
+            for (int j = 0; j < g.wo; ++j) d[Index(j) * g.sw] += r[j];
           }
         }
       }
-    }
-  }
 }
 
 template <class T>
 void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   const Index x_image = Index(g.c) * g.h * g.w;
+  const Index xp_group = Index(g.cg) * g.hp * g.wp;
   const Index y_image = Index(g.co) * g.l;
   const Index w_group = Index(g.cog) * g.k;
   const std::size_t band_elems = std::size_t(g.k) * std::size_t(g.band_rows) * std::size_t(g.wo);
+  const std::size_t padded_elems = std::size_t(g.c) * std::size_t(g.hp) * std::size_t(g.wp);
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < g.n; ++n) {
     const T* xn = x + n * x_image;
@@ -147,20 +204,26 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
     if (b != nullptr)
       for (int o = 0; o < g.co; ++o) std::fill(yn + o * g.l, yn + (o + 1) * g.l, b[o]);
     const T beta = b != nullptr ? T(1) : T(0);
-    T* col = g.pointwise ? nullptr : col_scratch<T>(band_elems);
+    if (g.pointwise) {
+      for (int gr = 0; gr < g.groups; ++gr)
+        blas::gemm(false, false, g.cog, int(g.l), g.k, T(1), w + gr * w_group, g.k,
+                   xn + gr * xp_group, int(g.l), beta, yn + Index(gr) * g.cog * g.l, int(g.l));
+      continue;
+    }
+    T* col = scratch<T, 0>(band_elems);
+    const T* xp = xn;
+    if (g.padded) {
+      T* buf = scratch<T, 1>(padded_elems);
+      pad_image(xn, g, buf);
+      xp = buf;
+    }
     for (int gr = 0; gr < g.groups; ++gr) {
-      const T* xg = xn + Index(gr) * g.cg * g.h * g.w;
       const T* wg = w + gr * w_group;
       T* yg = yn + Index(gr) * g.cog * g.l;
-      if (g.pointwise) {
-        blas::gemm(false, false, g.cog, int(g.l), g.k, T(1), wg, g.k, xg, int(g.l), beta, yg,
-                   int(g.l));
-        continue;
-      }
       for (int i0 = 0; i0 < g.ho; i0 += g.band_rows) {
         const int i1 = std::min(g.ho, i0 + g.band_rows);
         const int lt = (i1 - i0) * g.wo;
-        im2col_band(xg, g, i0, i1, col);
+        im2col_band(xp + gr * xp_group, g, i0, i1, col);
         blas::gemm(false, false, g.cog, lt, g.k, T(1), wg, g.k, col, lt, beta,
                    yg + Index(i0) * g.wo, int(g.l));
       }
@@ -172,10 +235,12 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
 template <class T>
 void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, const ConvGeom& g) {
   const Index x_image = Index(g.c) * g.h * g.w;
+  const Index xp_group = Index(g.cg) * g.hp * g.wp;
   const Index y_image = Index(g.co) * g.l;
   const Index w_group = Index(g.cog) * g.k;
   const Index w_size = Index(g.co) * g.k;
   const std::size_t band_elems = std::size_t(g.k) * std::size_t(g.band_rows) * std::size_t(g.wo);
+  const std::size_t padded_elems = std::size_t(g.c) * std::size_t(g.hp) * std::size_t(g.wp);
   const int threads = std::max(1, std::min(omp_threads(), g.n));
   // Per-thread dW and db accumulators, summed at the end (no atomics, no false sharing of rows).
   const Index acc_size = (dw != nullptr ? w_size : 0) + (db != nullptr ? g.co : 0);
@@ -185,7 +250,10 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
     T* acc_t = acc.data() + Index(omp_thread()) * acc_size;
     T* dw_t = dw != nullptr ? acc_t : nullptr;
     T* db_t = db != nullptr ? acc_t + (dw != nullptr ? w_size : 0) : nullptr;
-    T* col = g.pointwise ? nullptr : col_scratch<T>(band_elems);
+    T* col = g.pointwise ? nullptr : scratch<T, 0>(band_elems);
+    // With padding, x is staged padded (for dW) and dX accumulates in a padded image: bands of
+    // the two interleave, so they get separate halves of the buffer.
+    T* pad_buf = g.padded ? scratch<T, 1>(padded_elems * 2) : nullptr;
 #pragma omp for schedule(static)
     for (int n = 0; n < g.n; ++n) {
       const T* xn = x + n * x_image;
@@ -198,37 +266,52 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
           for (Index j = 0; j < g.l; ++j) s += r[j];
           db_t[o] += s;
         }
-      if (dxn != nullptr && !g.pointwise) std::fill(dxn, dxn + x_image, T(0));
+      if (g.pointwise) {
+        const int l = int(g.l);
+        for (int gr = 0; gr < g.groups; ++gr) {
+          const T* gyg = gyn + Index(gr) * g.cog * g.l;
+          if (dw_t != nullptr)
+            blas::gemm(false, true, g.cog, g.k, l, T(1), gyg, l, xn + gr * xp_group, l, T(1),
+                       dw_t + gr * w_group, g.k);
+          if (dxn != nullptr)
+            blas::gemm(true, false, g.k, l, g.cog, T(1), w + gr * w_group, g.k, gyg, l, T(0),
+                       dxn + gr * xp_group, l);
+        }
+        continue;
+      }
+      const T* xp = xn;
+      T* dxp = dxn;
+      if (g.padded) {
+        if (dw_t != nullptr) {
+          pad_image(xn, g, pad_buf);
+          xp = pad_buf;
+        }
+        if (dxn != nullptr) dxp = pad_buf + padded_elems;
+      }
+      if (dxp != nullptr) std::fill(dxp, dxp + padded_elems, T(0));
       for (int gr = 0; gr < g.groups; ++gr) {
-        const T* xg = xn + Index(gr) * g.cg * g.h * g.w;
         const T* wg = w + gr * w_group;
         const T* gyg = gyn + Index(gr) * g.cog * g.l;
-        if (g.pointwise) {
-          const int l = int(g.l);
-          if (dw_t != nullptr)
-            blas::gemm(false, true, g.cog, g.k, l, T(1), gyg, l, xg, l, T(1), dw_t + gr * w_group,
-                       g.k);
-          if (dxn != nullptr)
-            blas::gemm(true, false, g.k, l, g.cog, T(1), wg, g.k, gyg, l, T(0),
-                       dxn + Index(gr) * g.cg * g.l, l);
-          continue;
-        }
-        T* dxg = dxn != nullptr ? dxn + Index(gr) * g.cg * g.h * g.w : nullptr;
         for (int i0 = 0; i0 < g.ho; i0 += g.band_rows) {
           const int i1 = std::min(g.ho, i0 + g.band_rows);
           const int lt = (i1 - i0) * g.wo;
           const T* gyb = gyg + Index(i0) * g.wo;
           if (dw_t != nullptr) {
-            im2col_band(xg, g, i0, i1, col);
+            im2col_band(xp + gr * xp_group, g, i0, i1, col);
             blas::gemm(false, true, g.cog, g.k, lt, T(1), gyb, int(g.l), col, lt, T(1),
                        dw_t + gr * w_group, g.k);
           }
-          if (dxg != nullptr) {  // the column buffer is free again: reuse it for d(col)
+          if (dxp != nullptr) {  // the column buffer is free again: reuse it for d(col)
             blas::gemm(true, false, g.k, lt, g.cog, T(1), wg, g.k, gyb, int(g.l), T(0), col, lt);
-            col2im_band(col, g, i0, i1, dxg);
+            col2im_band(col, g, i0, i1, dxp + gr * xp_group);
           }
         }
       }
+      if (dxn != nullptr && g.padded)  // the interior of the padded gradient is dX
+        for (int ci = 0; ci < g.c; ++ci)
+          for (int i = 0; i < g.h; ++i)
+            copy_row(dxp + (Index(ci) * g.hp + i + g.ph) * g.wp + g.pw,
+                     dxn + (Index(ci) * g.h + i) * g.w, g.w);
     }
   }
   if (dw != nullptr) std::fill(dw, dw + w_size, T(0));
@@ -341,6 +424,9 @@ ConvGeom conv_geometry(const Shape& xs, const Shape& ws, const Shape* bs, const 
                 pair_str(p.padding) + " dilation " + pair_str(p.dilation));
   g.ho = int((padded_h - span_h) / g.sh + 1);
   g.wo = int((padded_w - span_w) / g.sw + 1);
+  g.hp = int(padded_h);
+  g.wp = int(padded_w);
+  g.padded = g.ph > 0 || g.pw > 0;
   g.cg = g.c / g.groups;
   g.cog = g.co / g.groups;
   g.k = g.cg * g.kh * g.kw;

@@ -1,0 +1,174 @@
+// conv2d throughput at the LeNet-5 and convnet layer shapes (batch 64), forward, backward-data
+// and backward-weights, next to measured sgemm ceilings on 1 and 2 threads.
+//   bench_conv [--repeats N] [--min-time SECONDS] [--threads T] [--only LAYER]
+// Each figure is the median of N timed runs; a run repeats the call for at least min-time.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <omp.h>
+
+#include <xgrad/blas.hpp>
+#include <xgrad/xgrad.hpp>
+
+using namespace xgrad;
+
+namespace {
+
+struct Layer {
+  const char* name;
+  int n, c, h, w, co, k, pad;
+};
+
+using Clock = std::chrono::steady_clock;
+
+// Median seconds per call of f over `repeats` runs of at least `min_time` seconds each.
+template <class F>
+double median_seconds(F&& f, int repeats, double min_time) {
+  f();  // warm caches, thread pools and scratch buffers
+  int iters = 1;
+  for (;;) {
+    const auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) f();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (s >= min_time || iters >= (1 << 20)) break;
+    iters = s <= 0 ? iters * 16 : std::max(iters * 2, int(iters * 1.2 * min_time / s));
+  }
+  std::vector<double> runs;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) f();
+    runs.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / iters);
+  }
+  std::sort(runs.begin(), runs.end());
+  return runs[runs.size() / 2];
+}
+
+std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+Tensor<float> random_tensor(const Shape& shape, std::mt19937_64& rng) {
+  Tensor<float> t = empty_tensor<float>(shape);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  for (float& x : t) x = d(rng);
+  return t;
+}
+
+// `threads` independent m×n×k sgemms, one per thread, each repeated `calls` times (beta = 1):
+// the aggregate GFLOP/s is the ceiling for per-thread GEMMs of that shape.
+double sgemm_gflops(int threads, int m, int n, int k, int calls, int repeats, double min_time) {
+  std::mt19937_64 rng(1);
+  std::vector<std::vector<float>> a(threads), b(threads), c(threads);
+  for (int t = 0; t < threads; ++t) {
+    a[t] = random_vector(std::size_t(m) * k, rng);
+    b[t] = random_vector(std::size_t(k) * n, rng);
+    c[t] = std::vector<float>(std::size_t(m) * n, 0.0f);
+  }
+  const double s = median_seconds(
+      [&] {
+#pragma omp parallel num_threads(threads)
+        {
+          const int t = omp_get_thread_num();
+          for (int i = 0; i < calls; ++i)
+            blas::gemm(false, false, m, n, k, 1.0f, a[t].data(), k, b[t].data(), n, 1.0f,
+                       c[t].data(), n);
+        }
+      },
+      repeats, min_time);
+  return 2.0 * m * n * k * calls * threads / s * 1e-9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ensure_fast_blas(argc, argv);
+  int repeats = 7;
+  double min_time = 0.05;
+  int only_threads = 0;
+  std::string only;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--repeats")) repeats = std::max(1, std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--min-time")) min_time = std::atof(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--threads")) only_threads = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
+  }
+  std::printf("%s\n", runtime_banner().c_str());
+  std::printf("median of %d runs; GFLOP/s = 2·N·C_out·Ho·Wo·C_in·kH·kW / time\n", repeats);
+
+  const Layer layers[] = {{"lenet_conv1", 64, 1, 28, 28, 6, 5, 2},
+                          {"lenet_conv2", 64, 6, 14, 14, 16, 5, 0},
+                          {"convnet_conv1", 64, 1, 28, 28, 32, 3, 0},
+                          {"convnet_conv2", 64, 32, 26, 26, 64, 3, 0}};
+  const int max_threads = std::max(1, std::min(2, omp_get_num_procs()));
+  std::vector<std::string> lines;
+  for (int threads = 1; threads <= max_threads; ++threads) {
+    if (only_threads > 0 && threads != only_threads) continue;
+    set_num_threads(threads);
+    const double peak = sgemm_gflops(threads, 1024, 1024, 1024, 1, repeats, min_time);
+    std::printf("\n-- %d thread%s: sgemm 1024^3 ceiling %.1f GFLOP/s (%d independent)\n", threads,
+                threads > 1 ? "s" : "", peak, threads);
+    std::printf("%-16s %-12s %9s %10s %14s %12s\n", "layer", "pass", "GFLOP/s", "% sgemm",
+                "layer-GEMM GF", "% layer-GEMM");
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "bench sgemm_1024_%dt gflops=%.1f", threads, peak);
+    lines.push_back(buf);
+    for (const Layer& L : layers) {
+      if (!only.empty() && only != L.name) continue;
+      const int ho = L.h + 2 * L.pad - L.k + 1, wo = L.w + 2 * L.pad - L.k + 1;
+      const int kk = L.c * L.k * L.k, l = ho * wo;
+      const double flops = 2.0 * L.n * L.co * l * kk;
+      // The GEMM a conv forward runs per image, alone (no im2col), images split over threads.
+      const double layer_gemm =
+          sgemm_gflops(threads, L.co, l, kk, L.n / threads, repeats, min_time);
+      std::mt19937_64 rng(7);
+      const Tensor<float> xv = random_tensor(
+          {std::size_t(L.n), std::size_t(L.c), std::size_t(L.h), std::size_t(L.w)}, rng);
+      const Tensor<float> wv = random_tensor(
+          {std::size_t(L.co), std::size_t(L.c), std::size_t(L.k), std::size_t(L.k)}, rng);
+      const Tensor<float> bv = random_tensor({std::size_t(L.co)}, rng);
+      Conv2DParams p;
+      p.padding = {L.pad, L.pad};
+      const Tensor<float> gy = random_tensor(
+          {std::size_t(L.n), std::size_t(L.co), std::size_t(ho), std::size_t(wo)}, rng);
+
+      double seconds[3];
+      {
+        Variable<float> x(xv), w(wv), b(bv);
+        NoGradGuard no_grad;
+        seconds[0] = median_seconds([&] { conv2d(x, w, b, p); }, repeats, min_time);
+      }
+      {  // backward-data: only x needs a gradient
+        Variable<float> x(xv, true), w(wv), b(bv);
+        const Variable<float> y = conv2d(x, w, b, p);
+        seconds[1] = median_seconds([&] { y.grad_fn()->backward(gy); }, repeats, min_time);
+      }
+      {  // backward-weights: dW and db, the input needs none
+        Variable<float> x(xv), w(wv, true), b(bv, true);
+        const Variable<float> y = conv2d(x, w, b, p);
+        seconds[2] = median_seconds([&] { y.grad_fn()->backward(gy); }, repeats, min_time);
+      }
+      const char* passes[] = {"fwd", "bwd_data", "bwd_weights"};
+      for (int i = 0; i < 3; ++i) {
+        const double gf = flops / seconds[i] * 1e-9;
+        std::printf("%-16s %-12s %9.1f %9.1f%% %14.1f %11.1f%%\n", L.name, passes[i], gf,
+                    100 * gf / peak, layer_gemm, 100 * gf / layer_gemm);
+        std::snprintf(buf, sizeof buf,
+                      "bench conv_%s_%s_%dt gflops=%.1f pct_of_sgemm=%.1f pct_of_layer_gemm=%.1f",
+                      L.name, passes[i], threads, gf, 100 * gf / peak, 100 * gf / layer_gemm);
+        lines.push_back(buf);
+      }
+    }
+  }
+  std::printf("\n");
+  for (const std::string& s : lines) std::printf("%s\n", s.c_str());
+  return 0;
+}
