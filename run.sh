@@ -69,7 +69,7 @@ case "$cmd" in
   bench)
     install_packages python3-torch
     build build
-    exec python3 bench/run_bench.py "$@" ;;
+    exec /usr/bin/python3 bench/run_bench.py "$@" ;;
   *)
     echo "usage: ./run.sh [build|test|test-sanitize|train|bench] [args...]" >&2
     exit 2 ;;

@@ -1,0 +1,116 @@
+// xgrad side of the model benchmark: training and inference img/s of LeNet-5 and the convnet on
+// synthetic batches, with the same step as bench/torch_bench.py (forward, cross-entropy, backward,
+// SGD momentum). One line per run: `xgrad <model> <mode> threads=<t> batch=<b> img_per_s=<x>`.
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <random>
+#include <string>
+
+#include <xgrad/nn/nn.hpp>
+#include <xgrad/optim/optimizer.hpp>
+#include <xgrad/xgrad.hpp>
+
+using namespace xgrad;
+
+namespace {
+
+struct Args {
+  std::string model = "lenet", mode = "train";
+  int threads = 2, batch = 64, warmup = 5, repeats = 1;
+  double seconds = 2.0;
+  bool banner = false;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    const auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw Error("bench_models: " + flag + " needs a value");
+      return argv[++i];
+    };
+    if (flag == "--model")
+      a.model = value();
+    else if (flag == "--mode")
+      a.mode = value();
+    else if (flag == "--threads")
+      a.threads = std::stoi(value());
+    else if (flag == "--batch")
+      a.batch = std::stoi(value());
+    else if (flag == "--seconds")
+      a.seconds = std::stod(value());
+    else if (flag == "--warmup")
+      a.warmup = std::stoi(value());
+    else if (flag == "--repeats")
+      a.repeats = std::stoi(value());
+    else if (flag == "--banner")
+      a.banner = true;
+    else
+      throw Error("bench_models: unknown flag " + flag);
+  }
+  if (a.mode != "train" && a.mode != "infer")
+    throw Error("bench_models: --mode must be train or infer, not " + a.mode);
+  if (a.threads < 1 || a.batch < 1 || a.seconds <= 0)
+    throw Error("bench_models: --threads, --batch and --seconds must be positive");
+  return a;
+}
+
+double measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a,
+               const Variable<float>& x, const std::vector<int>& labels) {
+  const bool train = a.mode == "train";
+  model.train(train);
+  const auto step = [&] {
+    if (train) {
+      opt.zero_grad();
+      cross_entropy(model(x), labels).backward();
+      opt.step();
+    } else {
+      NoGradGuard guard;
+      model(x);
+    }
+  };
+  for (int i = 0; i < a.warmup; ++i) step();
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  for (long n = 1;; ++n) {
+    step();
+    const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
+    if (elapsed >= a.seconds && n >= 3) return double(n) * a.batch / elapsed;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ensure_fast_blas(argc, argv);
+  try {
+    const Args a = parse(argc, argv);
+    set_num_threads(a.threads);
+    if (a.banner) {
+      std::cout << runtime_banner() << "\n";
+      return 0;
+    }
+    nn::manual_seed(0);
+    auto model = nn::make_model<float>(a.model);
+    optim::SGDOptions options;
+    options.lr = 0.01;
+    options.momentum = 0.9;
+    optim::SGD<float> opt(model->parameters(), options);
+    std::mt19937_64 rng(0);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    Tensor<float> images = empty_tensor<float>({std::size_t(a.batch), 1, 28, 28});
+    for (float& v : images) v = normal(rng);
+    std::vector<int> labels(a.batch);
+    for (int& l : labels) l = int(rng() % 10);
+    const Variable<float> x(std::move(images));
+    for (int r = 0; r < a.repeats; ++r)
+      std::cout << "xgrad " << a.model << " " << a.mode << " threads=" << a.threads
+                << " batch=" << a.batch << " img_per_s=" << measure(*model, opt, a, x, labels)
+                << std::endl;
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

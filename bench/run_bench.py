@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""xgrad against PyTorch on this machine, side by side in one run (./run.sh bench).
+
+Every figure is a median over repeated runs, with xgrad and PyTorch alternating so that machine noise
+hits both alike. Prints a readable table and one machine-readable line per figure:
+    bench lenet_train_2t xgrad=... torch=... ratio=...
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+BENCH_MODELS = os.path.join(BUILD, "bench", "bench_models")
+BENCH_CONV = os.path.join(BUILD, "bench", "bench_conv")
+TRAIN = os.path.join(BUILD, "examples", "train_fashion_mnist")
+TORCH_BENCH = os.path.join(ROOT, "bench", "torch_bench.py")
+TORCH_EPOCH = os.path.join(ROOT, "bench", "torch_train_epoch.py")
+PYTHON = "/usr/bin/python3"
+
+
+def blas_env():
+    env = dict(os.environ)
+    if "OPENBLAS_CORETYPE" not in env:
+        flags = open("/proc/cpuinfo").read()
+        if re.search(r"\bavx512f\b", flags):
+            env["OPENBLAS_CORETYPE"] = "SkylakeX"
+        elif re.search(r"\bavx2\b", flags):
+            env["OPENBLAS_CORETYPE"] = "Haswell"
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return env
+
+
+ENV = blas_env()
+
+
+def run(cmd):
+    """Runs cmd and returns its stdout; a failure raises with the end of its stderr."""
+    proc = subprocess.run(cmd, capture_output=True, env=ENV, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def run_with_rss(cmd):
+    """Runs cmd and returns (stdout, peak RSS in MB) through wait4's resource usage."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed")
+    return out, usage.ru_maxrss / 1024.0
+
+
+def img_per_s(out):
+    values = [float(v) for v in re.findall(r"img_per_s=([0-9.]+)", out)]
+    if not values:
+        raise RuntimeError("no img_per_s in output:\n" + out)
+    return values[-1]
+
+
+def xgrad_cmd(model, mode, threads, batch, seconds):
+    return [BENCH_MODELS, "--model", model, "--mode", mode, "--threads", str(threads),
+            "--batch", str(batch), "--seconds", str(seconds)]
+
+
+def torch_cmd(model, mode, threads, batch, seconds):
+    return [PYTHON, TORCH_BENCH, "--model", model, "--mode", mode, "--threads", str(threads),
+            "--batch", str(batch), "--seconds", str(seconds)]
+
+
+def side_by_side(model, mode, threads, batch, seconds, repeats, have_torch):
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(img_per_s(run(xgrad_cmd(model, mode, threads, batch, seconds))))
+        if have_torch:
+            theirs.append(img_per_s(run(torch_cmd(model, mode, threads, batch, seconds))))
+    return statistics.median(ours), (statistics.median(theirs) if theirs else None)
+
+
+def line(name, ours, theirs, unit=""):
+    if theirs:
+        print(f"bench {name} xgrad={ours:.1f}{unit} torch={theirs:.1f}{unit} ratio={ours / theirs:.2f}")
+    else:
+        print(f"bench {name} xgrad={ours:.1f}{unit} torch=missing")
+    sys.stdout.flush()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5, help="runs per figure (median reported)")
+    p.add_argument("--seconds", type=float, default=1.5, help="timed seconds per run")
+    p.add_argument("--skip-memory", action="store_true", help="skip the full-epoch RSS comparison")
+    p.add_argument("--skip-scaling", action="store_true")
+    p.add_argument("--skip-ops", action="store_true")
+    a = p.parse_args()
+
+    for binary in (BENCH_MODELS, BENCH_CONV):
+        if not os.path.exists(binary):
+            sys.exit(f"run_bench: {binary} is missing; build first (./run.sh build)")
+    try:
+        subprocess.run([PYTHON, "-c", "import torch"], check=True, env=ENV,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        have_torch = True
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        have_torch = False
+        print("run_bench: python3-torch is missing; printing xgrad's figures alone")
+
+    print(run([BENCH_MODELS, "--banner"]).strip())
+    if have_torch:
+        print(run([PYTHON, "-c", "import torch; print('torch', torch.__version__, "
+                   "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"]).strip())
+    print(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
+          f"{ENV.get('OPENBLAS_NUM_THREADS')}; medians of {a.repeats} runs, alternating")
+
+    if not a.skip_ops:
+        print("\n== Conv ops (GFLOP/s, batch 64) ==")
+        print(run([BENCH_CONV]).rstrip())
+
+    print("\n== Models, batch 64 (img/s) ==")
+    print(f"{'figure':<22}{'xgrad':>10}{'torch':>10}{'ratio':>8}")
+    results = {}
+    for model in ("lenet", "convnet"):
+        for threads in (1, 2):
+            for mode in ("train", "infer"):
+                ours, theirs = side_by_side(model, mode, threads, 64, a.seconds, a.repeats, have_torch)
+                name = f"{model}_{mode}_{threads}t"
+                results[name] = (ours, theirs)
+                ratio = f"{ours / theirs:8.2f}" if theirs else "       -"
+                print(f"{name:<22}{ours:>10.0f}{(theirs or 0):>10.0f}{ratio}")
+    for name, (ours, theirs) in results.items():
+        line(name, ours, theirs)
+    for model in ("lenet", "convnet"):
+        for mode in ("train", "infer"):
+            one, two = results[f"{model}_{mode}_1t"][0], results[f"{model}_{mode}_2t"][0]
+            print(f"bench {model}_{mode}_thread_speedup xgrad={two / one:.2f}")
+
+    if not a.skip_scaling:
+        print("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
+        scaling = []
+        for batch in (1, 8, 32, 64, 128, 256):
+            ours, theirs = side_by_side("lenet", "train", 2, batch, a.seconds, max(3, a.repeats // 2),
+                                        have_torch)
+            scaling.append((batch, ours))
+            line(f"lenet_train_2t_batch{batch}", ours, theirs)
+        band = [ours for batch, ours in scaling if 32 <= batch <= 256]
+        mid = statistics.median(band)
+        spread = max(abs(v / mid - 1) for v in band)
+        print(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
+
+    if not a.skip_memory:
+        print("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")
+        with tempfile.TemporaryDirectory() as out_dir:
+            out, ours = run_with_rss([TRAIN, "--epochs", "1", "--threads", "2", "--out", out_dir])
+        theirs = None
+        if have_torch:
+            _, theirs = run_with_rss([PYTHON, TORCH_EPOCH, "--threads", "2"])
+        line("lenet_epoch_peak_rss_mb", ours, theirs)
+
+
+if __name__ == "__main__":
+    main()
