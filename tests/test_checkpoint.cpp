@@ -16,6 +16,8 @@
 #include <vector>
 
 #include <xgrad/io/checkpoint.hpp>
+#include <xgrad/ops.hpp>
+#include <xgrad/optim/optimizer.hpp>
 
 using namespace xgrad;
 using namespace xgrad::io;
@@ -321,6 +323,54 @@ BOOST_AUTO_TEST_CASE(failed_save_other_causes) {
     BOOST_TEST(slurp(p) == before);
   }
   ::chmod(d.file("ro").c_str(), 0755);
+}
+
+// Resuming: parameters (Variables) and Adam state go through one checkpoint; a fresh model and
+// optimiser loaded from it continue exactly as the original.
+BOOST_AUTO_TEST_CASE(resume_parameters_and_optimizer_state) {
+  TempDir d;
+  using V = Variable<float>;
+  auto make_params = [] {
+    return std::vector<std::pair<std::string, V>>{{"w", V(ramp<float>({2, 3}, -0.5, 0.2), true)},
+                                                  {"b", V(ramp<float>({3}, 0.1, 0.1), true)}};
+  };
+  auto vars = [](const std::vector<std::pair<std::string, V>>& named) {
+    std::vector<V> out;
+    for (const auto& [n, v] : named) out.push_back(v);
+    return out;
+  };
+  // loss = Σ (x·w + b)², a fixed input x [1,2].
+  auto train_step = [](std::vector<std::pair<std::string, V>>& p, optim::Optimizer<float>& opt) {
+    opt.zero_grad();
+    V x(Tensor<float>{{1.0f, -2.0f}}, false);
+    V y = add(matmul(x, p[0].second), p[1].second);
+    sum(mul(y, y)).backward();
+    opt.step();
+  };
+  auto p1 = make_params();
+  optim::Adam<float> a1(vars(p1), optim::AdamOptions{0.05});
+  train_step(p1, a1);
+  train_step(p1, a1);
+  const auto state = a1.export_state();
+  save_checkpoint<float>(d.file("run.safetensors"),
+                         [&] {
+                           TensorRefs<float> refs = tensor_refs(p1, "model.");
+                           const TensorRefs<float> st = tensor_refs(state);
+                           refs.insert(refs.end(), st.begin(), st.end());
+                           return refs;
+                         }(),
+                         {{"epoch", "2"}});
+
+  auto p2 = make_params();
+  optim::Adam<float> a2(vars(p2), optim::AdamOptions{0.05});
+  const Metadata m = load_into<float>(d.file("run.safetensors"), tensor_dests(p2, "model."),
+                                      LoadOptions{false, true});
+  BOOST_TEST(m.at("epoch") == "2");
+  a2.import_state(load_checkpoint<float>(d.file("run.safetensors")).tensors);
+  BOOST_TEST(a2.step_count(0) == 2u);
+  train_step(p1, a1);
+  train_step(p2, a2);
+  for (std::size_t k = 0; k < 2; ++k) BOOST_TEST(same(p1[k].second.value(), p2[k].second.value()));
 }
 
 namespace {

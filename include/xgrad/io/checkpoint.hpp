@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "xgrad/tensor.hpp"
+#include "xgrad/variable.hpp"
 
 namespace xgrad::io {
 
@@ -46,6 +47,44 @@ using TensorRefs = std::vector<std::pair<std::string, const Tensor<T>*>>;
 /// Named destinations to load into.
 template <class T>
 using TensorDests = std::vector<std::pair<std::string, Tensor<T>*>>;
+
+/// Builds TensorRefs from named tensors (optimiser state), named Variables (their values: model
+/// parameters) or named tensor pointers (buffers), optionally prefixing every name. The sources
+/// must outlive the refs.
+template <class T>
+TensorRefs<T> tensor_refs(const std::vector<std::pair<std::string, Tensor<T>>>& named,
+                          const std::string& prefix = {}) {
+  TensorRefs<T> out;
+  for (const auto& [name, t] : named) out.emplace_back(prefix + name, &t);
+  return out;
+}
+template <class T>
+TensorRefs<T> tensor_refs(const std::vector<std::pair<std::string, Variable<T>>>& named,
+                          const std::string& prefix = {}) {
+  TensorRefs<T> out;
+  for (const auto& [name, v] : named) out.emplace_back(prefix + name, &v.value());
+  return out;
+}
+template <class T>
+TensorRefs<T> tensor_refs(const std::vector<std::pair<std::string, Tensor<T>*>>& named,
+                          const std::string& prefix = {}) {
+  TensorRefs<T> out;
+  for (const auto& [name, t] : named) out.emplace_back(prefix + name, t);
+  return out;
+}
+
+/// Destinations for load_into from named Variables: their values, updated in place (graphs and
+/// optimisers holding the Variables see the loaded values).
+template <class T>
+TensorDests<T> tensor_dests(const std::vector<std::pair<std::string, Variable<T>>>& named,
+                            const std::string& prefix = {}) {
+  TensorDests<T> out;
+  for (const auto& [name, v] : named) {
+    Variable<T> handle = v;  // shares the value
+    out.emplace_back(prefix + name, &handle.mutable_value());
+  }
+  return out;
+}
 
 /// A tensor of either dtype, by reference: lets one file hold float and double tensors.
 struct TensorView {
