@@ -1,0 +1,160 @@
+// Helpers shared by the training examples and tests/test_training.cpp: one training step,
+// evaluation (loss, accuracy, confusion matrix) and checkpoints that hold a model (parameters and
+// buffers under "model.<name>"), an optimiser's state ("sgd.*", "adam.*", "adamw.*") and string
+// metadata.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <xgrad/data/loader.hpp>
+#include <xgrad/io/checkpoint.hpp>
+#include <xgrad/nn/nn.hpp>
+#include <xgrad/optim/optimizer.hpp>
+#include <xgrad/optim/scheduler.hpp>
+#include <xgrad/xgrad.hpp>
+
+namespace xgrad::examples {
+
+/// Prefix of the model's tensors in a checkpoint ("model.0.weight", "model.1.running_mean").
+inline const std::string kModelPrefix = "model.";
+/// Value of the "format" metadata key of checkpoints written here.
+inline const std::string kCheckpointFormat = "xgrad-train-1";
+
+/// One SGD-style step on a batch: forward in training mode, mean cross-entropy, backward, update.
+/// Returns the batch loss and adds the number of correct predictions to `correct`.
+inline double train_step(nn::Module<float>& model, optim::Optimizer<float>& opt,
+                         const data::Batch<float>& batch, std::size_t* correct = nullptr) {
+  const Variable<float> x(batch.images, false);
+  const Variable<float> logits = model.forward(x);
+  const Variable<float> loss = cross_entropy(logits, batch.labels);
+  opt.zero_grad();
+  loss.backward();
+  opt.step();
+  if (correct != nullptr) {
+    const Tensor<float>& z = logits.value();
+    const std::size_t n = z.shape()[0], c = z.shape()[1];
+    for (std::size_t i = 0; i < n; ++i) {
+      const float* row = z.data() + i * c;
+      std::size_t best = 0;
+      for (std::size_t j = 1; j < c; ++j)
+        if (row[j] > row[best]) best = j;
+      if (static_cast<int>(best) == batch.labels[i]) ++*correct;
+    }
+  }
+  return static_cast<double>(loss.item());
+}
+
+struct EvalResult {
+  double loss = 0.0;      ///< mean cross-entropy over the samples
+  double accuracy = 0.0;  ///< fraction of correct arg-max predictions
+  std::size_t samples = 0;
+  /// confusion[true][predicted] counts (num_classes x num_classes).
+  std::vector<std::vector<std::size_t>> confusion;
+};
+
+/// Evaluates `model` on `dataset` in evaluation mode under NoGradGuard (the model's training
+/// mode is restored afterwards). Images are normalised as in training, never augmented.
+inline EvalResult evaluate(nn::Module<float>& model, const data::Dataset& dataset,
+                           std::size_t batch_size = 500) {
+  EvalResult r;
+  const std::size_t k = dataset.num_classes() > 0 ? dataset.num_classes() : 10;
+  r.confusion.assign(k, std::vector<std::size_t>(k, 0));
+  if (dataset.empty()) return r;
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard no_grad;
+  data::LoaderOptions lo = data::LoaderOptions::fashion_mnist(batch_size, 0);
+  lo.shuffle = false;
+  const data::DataLoader<float> loader(std::make_shared<const data::Dataset>(dataset), lo);
+  double loss_sum = 0.0;
+  std::size_t correct = 0;
+  for (const data::Batch<float>& b : loader.epoch(0)) {
+    const Variable<float> logits = model.forward(Variable<float>(b.images, false));
+    loss_sum += static_cast<double>(cross_entropy(logits, b.labels).item()) * b.size();
+    const Tensor<float>& z = logits.value();
+    const std::size_t c = z.shape()[1];
+    if (c != k)
+      throw Error("evaluate: the model gives " + std::to_string(c) +
+                  " classes but the dataset has " + std::to_string(k));
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      const float* row = z.data() + i * c;
+      std::size_t best = 0;
+      for (std::size_t j = 1; j < c; ++j)
+        if (row[j] > row[best]) best = j;
+      const auto truth = static_cast<std::size_t>(b.labels[i]);
+      if (best == truth) ++correct;
+      ++r.confusion[truth][best];
+    }
+    r.samples += b.size();
+  }
+  model.train(was_training);
+  r.loss = loss_sum / static_cast<double>(r.samples);
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(r.samples);
+  return r;
+}
+
+/// Saves the model (parameters and buffers), the optimiser's state (when given) and `metadata`
+/// to `path`, atomically (see io::save_checkpoint).
+inline void save_training_checkpoint(const std::string& path, nn::Module<float>& model,
+                                     const optim::Optimizer<float>* opt, io::Metadata metadata) {
+  std::vector<std::pair<std::string, Tensor<float>>> owned;  // optimiser state copies
+  if (opt != nullptr) owned = opt->export_state();
+  io::TensorRefs<float> refs;
+  for (const auto& [name, p] : model.named_parameters())
+    refs.emplace_back(kModelPrefix + name, &p.value());
+  for (const auto& [name, b] : model.named_buffers()) refs.emplace_back(kModelPrefix + name, b);
+  for (const auto& [name, t] : owned) refs.emplace_back(name, &t);
+  metadata["format"] = kCheckpointFormat;
+  io::save_checkpoint<float>(path, refs, metadata);
+}
+
+/// The metadata of a checkpoint (validates the header, reads no tensor data).
+inline io::Metadata read_checkpoint_metadata(const std::string& path) {
+  return io::read_checkpoint_header(path).metadata;
+}
+
+/// Loads the model's parameters and buffers from `path` (every one must be present with its
+/// shape; nothing changes when a check fails) and, when `opt` is given, the optimiser's state.
+/// Returns the metadata.
+inline io::Metadata load_training_checkpoint(const std::string& path, nn::Module<float>& model,
+                                             optim::Optimizer<float>* opt) {
+  const io::Checkpoint<float> ck = io::load_checkpoint<float>(path);
+  std::vector<std::pair<std::string, Tensor<float>*>> dests;
+  for (const auto& [name, p] : model.named_parameters()) {
+    Variable<float> v = p;
+    dests.emplace_back(kModelPrefix + name, &v.mutable_value());
+  }
+  for (const auto& [name, b] : model.named_buffers()) dests.emplace_back(kModelPrefix + name, b);
+  // Check everything before writing anything.
+  std::string missing;
+  for (const auto& [name, dst] : dests) {
+    if (!ck.contains(name)) {
+      missing += (missing.empty() ? "" : ", ") + name;
+      continue;
+    }
+    const Tensor<float>& src = ck.at(name);
+    if (shape_of(src) != shape_of(*dst))
+      throw Error("checkpoint: " + path + ": tensor '" + name + "' has shape " + shape_str(src) +
+                  " in the file but the model expects " + shape_str(*dst) +
+                  " (was it saved from another model?)");
+  }
+  if (!missing.empty())
+    throw Error("checkpoint: " + path + ": missing model tensors: " + missing +
+                " (was it saved from another model?)");
+  for (const auto& [name, dst] : dests) *dst = ck.at(name);
+  if (opt != nullptr) {
+    optim::NamedTensors<float> state;
+    const std::string prefix = opt->prefix() + ".";
+    for (const auto& [name, t] : ck.tensors)
+      if (name.compare(0, prefix.size(), prefix) == 0) state.emplace_back(name, t);
+    opt->import_state(state);
+  }
+  return ck.metadata;
+}
+
+}  // namespace xgrad::examples
