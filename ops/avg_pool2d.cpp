@@ -19,39 +19,76 @@ inline int avg_divisor(const PoolGeometry& s, bool include_pad, int hb, int he, 
   return include_pad ? s.kh * s.kw : (he - hb) * (we - wb);
 }
 
+// Output columns whose window lies inside the input, [lo, hi): w0 = j·sw - pw >= 0 and
+// w0 + kw <= W. There the loops run with output columns innermost, which vectorises; the
+// clipped edge columns take the plain per-window loop.
+struct InteriorColumns {
+  int lo, hi;
+};
+
+inline InteriorColumns interior_columns(const PoolGeometry& s) {
+  const int lo = std::min(s.wo, (s.pw + s.sw - 1) / s.sw);
+  const int last = s.w + s.pw - s.kw;  // the largest interior j·sw, when not negative
+  return {lo, last < 0 ? lo : std::max(lo, std::min(s.wo, last / s.sw + 1))};
+}
+
 template <class T>
-void avg_pool_plane(const PoolGeometry& s, bool include_pad, const T* x, T* y) {
+void avg_pool_plane(const PoolGeometry& s, bool include_pad, const T* __restrict x,
+                    T* __restrict y) {
+  const InteriorColumns cols = interior_columns(s);
+  const int sw = s.sw, kw = s.kw, pw = s.pw, w = s.w;
   for (int i = 0; i < s.ho; ++i) {
     const int h0 = i * s.sh - s.ph;
     const int hb = std::max(h0, 0), he = std::min(h0 + s.kh, s.h);
-    for (int j = 0; j < s.wo; ++j) {
-      const int w0 = j * s.sw - s.pw;
-      const int wb = std::max(w0, 0), we = std::min(w0 + s.kw, s.w);
+    T* yr = y + std::size_t(i) * std::size_t(s.wo);
+    const auto window = [&](int j) {
+      const int w0 = j * sw - pw;
+      const int wb = std::max(w0, 0), we = std::min(w0 + kw, w);
       T total = 0;
-      for (int h = hb; h < he; ++h) {
-        const T* row = x + std::size_t(h) * std::size_t(s.w);
-        for (int w = wb; w < we; ++w) total += row[w];
+      for (int h = hb; h < he; ++h)
+        for (int c = wb; c < we; ++c) total += x[h * w + c];
+      yr[j] = total / T(avg_divisor(s, include_pad, hb, he, wb, we));
+    };
+    for (int j = 0; j < cols.lo; ++j) window(j);
+    for (int j = cols.lo; j < cols.hi; ++j) yr[j] = T(0);
+    // Each output still sums its window in row-major order, as the per-window loop does.
+    for (int h = hb; h < he; ++h)
+      for (int q = 0; q < kw; ++q) {
+        const int base = h * w + q - pw;
+        for (int j = cols.lo; j < cols.hi; ++j) yr[j] += x[base + j * sw];
       }
-      y[i * s.wo + j] = total / T(avg_divisor(s, include_pad, hb, he, wb, we));
-    }
+    const T div = T(include_pad ? s.kh * kw : (he - hb) * kw);
+    for (int j = cols.lo; j < cols.hi; ++j) yr[j] /= div;
+    for (int j = cols.hi; j < s.wo; ++j) window(j);
   }
 }
 
 // dx[window] += g / divisor for every window: the course's distribute-value, in place.
 template <class T>
-void avg_pool_plane_backward(const PoolGeometry& s, bool include_pad, const T* g, T* dx) {
+void avg_pool_plane_backward(const PoolGeometry& s, bool include_pad, const T* __restrict g,
+                             T* __restrict dx) {
+  const InteriorColumns cols = interior_columns(s);
+  const int sw = s.sw, kw = s.kw, pw = s.pw, w = s.w;
   for (int i = 0; i < s.ho; ++i) {
     const int h0 = i * s.sh - s.ph;
     const int hb = std::max(h0, 0), he = std::min(h0 + s.kh, s.h);
-    for (int j = 0; j < s.wo; ++j) {
-      const int w0 = j * s.sw - s.pw;
-      const int wb = std::max(w0, 0), we = std::min(w0 + s.kw, s.w);
-      const T share = g[i * s.wo + j] / T(avg_divisor(s, include_pad, hb, he, wb, we));
-      for (int h = hb; h < he; ++h) {
-        T* row = dx + std::size_t(h) * std::size_t(s.w);
-        for (int w = wb; w < we; ++w) row[w] += share;
+    const T* gr = g + std::size_t(i) * std::size_t(s.wo);
+    const auto window = [&](int j) {
+      const int w0 = j * sw - pw;
+      const int wb = std::max(w0, 0), we = std::min(w0 + kw, w);
+      const T share = gr[j] / T(avg_divisor(s, include_pad, hb, he, wb, we));
+      for (int h = hb; h < he; ++h)
+        for (int c = wb; c < we; ++c) dx[h * w + c] += share;
+    };
+    for (int j = 0; j < cols.lo; ++j) window(j);
+    const T div = T(include_pad ? s.kh * kw : (he - hb) * kw);
+    // For a fixed (h, q) the columns j·sw + q are distinct, so the inner loop has no conflicts.
+    for (int h = hb; h < he; ++h)
+      for (int q = 0; q < kw; ++q) {
+        const int base = h * w + q - pw;
+        for (int j = cols.lo; j < cols.hi; ++j) dx[base + j * sw] += gr[j] / div;
       }
-    }
+    for (int j = cols.hi; j < s.wo; ++j) window(j);
   }
 }
 

@@ -43,33 +43,72 @@ struct MaxPool2DNode final : Node<T> {
   std::vector<std::int32_t> argmax_;  ///< per output, the flat h·W + w of its maximum
 };
 
-// One plane: writes the max of every window to y and, when `am` is set, its index in the plane.
-// Scanning in row-major order with a strict '>' keeps the first maximum on ties; a NaN wins
-// (and propagates) as in PyTorch.
+// Whether v replaces the running maximum b: strictly greater (so the first maximum in
+// row-major order wins ties), or a NaN replacing a number (NaN propagates, as in PyTorch).
 template <class T>
-void max_pool_plane(const PoolGeometry& s, const T* x, T* y, std::int32_t* am) {
+inline bool takes_over(T v, T b) {
+  return (v > b) | ((v != v) & (b == b));
+}
+
+// One plane: writes the max of every window to y and, with kIndex, its index h·W + w in the
+// plane to am. Windows are visited row-major. Columns whose window lies inside the input run
+// with output columns innermost (branch-free selects the compiler vectorises); edge columns,
+// clipped by padding, take the plain per-window loop.
+template <bool kIndex, class T>
+void max_pool_plane(const PoolGeometry& s, const T* __restrict x, T* __restrict y,
+                    std::int32_t* __restrict am) {
+  // Interior columns: w0 = j·sw - pw >= 0 and w0 + kw <= W.
+  const int j_lo = std::min(s.wo, (s.pw + s.sw - 1) / s.sw);
+  const int last = s.w + s.pw - s.kw;  // the largest interior j·sw, when not negative
+  const int j_hi = last < 0 ? j_lo : std::max(j_lo, std::min(s.wo, last / s.sw + 1));
   for (int i = 0; i < s.ho; ++i) {
     const int h0 = i * s.sh - s.ph;
     const int hb = std::max(h0, 0), he = std::min(h0 + s.kh, s.h);
-    for (int j = 0; j < s.wo; ++j) {
+    T* yr = y + std::size_t(i) * std::size_t(s.wo);
+    std::int32_t* ar = kIndex ? am + std::size_t(i) * std::size_t(s.wo) : nullptr;
+    const auto window = [&](int j) {
       const int w0 = j * s.sw - s.pw;
       const int wb = std::max(w0, 0), we = std::min(w0 + s.kw, s.w);
       // Padding <= kernel/2 guarantees every window holds at least one real element.
       int best_i = hb * s.w + wb;
       T best = x[best_i];
-      for (int h = hb; h < he; ++h) {
-        const T* row = x + std::size_t(h) * std::size_t(s.w);
-        for (int w = wb; w < we; ++w) {
-          const T v = row[w];
-          if (v > best || (std::isnan(v) && !std::isnan(best))) {
-            best = v;
+      for (int h = hb; h < he; ++h)
+        for (int w = wb; w < we; ++w)
+          if (takes_over(x[h * s.w + w], best)) {
+            best = x[h * s.w + w];
             best_i = h * s.w + w;
           }
+      yr[j] = best;
+      if (kIndex) ar[j] = std::int32_t(best_i);
+    };
+    for (int j = 0; j < j_lo; ++j) window(j);
+    if (j_hi > j_lo) {
+      const int first = hb * s.w - s.pw;
+      for (int j = j_lo; j < j_hi; ++j) yr[j] = x[first + j * s.sw];
+      if (kIndex)
+        for (int j = j_lo; j < j_hi; ++j) ar[j] = std::int32_t(hb * s.w + j * s.sw - s.pw);
+      // Locals, not s.*: an int32 store into ar could alias the geometry's ints and stop the
+      // vectoriser.
+      const int sw = s.sw, kw = s.kw, pw = s.pw, w = s.w;
+      for (int h = hb; h < he; ++h)
+        for (int q = 0; q < kw; ++q) {
+          const int base = h * w + q - pw;
+          if (kIndex) {
+            for (int j = j_lo; j < j_hi; ++j) {
+              const T v = x[base + j * sw], b = yr[j];
+              const bool take = takes_over(v, b);
+              yr[j] = take ? v : b;
+              ar[j] = take ? std::int32_t(base + j * sw) : ar[j];
+            }
+          } else {
+            for (int j = j_lo; j < j_hi; ++j) {
+              const T v = x[base + j * sw], b = yr[j];
+              yr[j] = takes_over(v, b) ? v : b;
+            }
+          }
         }
-      }
-      y[i * s.wo + j] = best;
-      if (am) am[i * s.wo + j] = std::int32_t(best_i);
     }
+    for (int j = j_hi; j < s.wo; ++j) window(j);
   }
 }
 
@@ -93,8 +132,12 @@ Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params) {
       planes, planes * out_plane * std::size_t(s.kh) * std::size_t(s.kw));
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
-    max_pool_plane(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
-                   ap ? ap + std::size_t(q) * out_plane : nullptr);
+    if (ap)
+      max_pool_plane<true>(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
+                           ap + std::size_t(q) * out_plane);
+    else
+      max_pool_plane<false>(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
+                            nullptr);
   return record<MaxPool2DNode<T>>(std::move(y), {x}, s, std::move(argmax));
 }
 
