@@ -1,12 +1,16 @@
 // conv2d throughput at the LeNet-5 and convnet layer shapes (batch 64), forward, backward-data
 // and backward-weights, next to measured sgemm ceilings on 1 and 2 threads.
-//   bench_conv [--repeats N] [--min-time SECONDS] [--threads T] [--only LAYER]
+//   bench_conv [--repeats N] [--min-time S] [--threads T] [--only LAYER] [--pass 0|1|2]
+//              [--cpu-time 1]
+// --cpu-time 1 times with process CPU time divided by the thread count instead of wall time: on
+// a loaded machine it approximates the figure the code would reach alone (but hides idle waits).
 // Each figure is the median of N timed runs; a run repeats the call for at least min-time.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,7 +29,17 @@ struct Layer {
   int n, c, h, w, co, k, pad;
 };
 
-using Clock = std::chrono::steady_clock;
+bool g_cpu_time = false;
+int g_threads = 1;
+
+double now() {
+  if (!g_cpu_time)
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec)) / g_threads;
+}
 
 // Median seconds per call of f over `repeats` runs of at least `min_time` seconds each.
 template <class F>
@@ -33,17 +47,17 @@ double median_seconds(F&& f, int repeats, double min_time) {
   f();  // warm caches, thread pools and scratch buffers
   int iters = 1;
   for (;;) {
-    const auto t0 = Clock::now();
+    const double t0 = now();
     for (int i = 0; i < iters; ++i) f();
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double s = now() - t0;
     if (s >= min_time || iters >= (1 << 20)) break;
     iters = s <= 0 ? iters * 16 : std::max(iters * 2, int(iters * 1.2 * min_time / s));
   }
   std::vector<double> runs;
   for (int r = 0; r < repeats; ++r) {
-    const auto t0 = Clock::now();
+    const double t0 = now();
     for (int i = 0; i < iters; ++i) f();
-    runs.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / iters);
+    runs.push_back((now() - t0) / iters);
   }
   std::sort(runs.begin(), runs.end());
   return runs[runs.size() / 2];
@@ -94,14 +108,18 @@ int main(int argc, char** argv) {
   int repeats = 7;
   double min_time = 0.05;
   int only_threads = 0;
+  int only_pass = -1;  // for profiling: 0 fwd, 1 bwd_data, 2 bwd_weights; skips the ceilings
   std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--repeats")) repeats = std::max(1, std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--min-time")) min_time = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) only_threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
+    if (!std::strcmp(argv[i], "--pass")) only_pass = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--cpu-time")) g_cpu_time = std::atoi(argv[i + 1]) != 0;
   }
   std::printf("%s\n", runtime_banner().c_str());
+  std::printf("%s; ", g_cpu_time ? "CPU time / threads" : "wall time");
   std::printf("median of %d runs; GFLOP/s = 2·N·C_out·Ho·Wo·C_in·kH·kW / time\n", repeats);
 
   const Layer layers[] = {{"lenet_conv1", 64, 1, 28, 28, 6, 5, 2},
@@ -113,7 +131,9 @@ int main(int argc, char** argv) {
   for (int threads = 1; threads <= max_threads; ++threads) {
     if (only_threads > 0 && threads != only_threads) continue;
     set_num_threads(threads);
-    const double peak = sgemm_gflops(threads, 1024, 1024, 1024, 1, repeats, min_time);
+    g_threads = threads;
+    const double peak =
+        only_pass >= 0 ? 1 : sgemm_gflops(threads, 1024, 1024, 1024, 1, repeats, min_time);
     std::printf("\n-- %d thread%s: sgemm 1024^3 ceiling %.1f GFLOP/s (%d independent)\n", threads,
                 threads > 1 ? "s" : "", peak, threads);
     std::printf("%-16s %-12s %9s %10s %14s %12s\n", "layer", "pass", "GFLOP/s", "% sgemm",
@@ -140,21 +160,24 @@ int main(int argc, char** argv) {
       const Tensor<float> gy = random_tensor(
           {std::size_t(L.n), std::size_t(L.co), std::size_t(ho), std::size_t(wo)}, rng);
 
-      double seconds[3];
+      double seconds[3] = {1, 1, 1};
       {
         Variable<float> x(xv), w(wv), b(bv);
         NoGradGuard no_grad;
-        seconds[0] = median_seconds([&] { conv2d(x, w, b, p); }, repeats, min_time);
+        if (only_pass < 0 || only_pass == 0)
+          seconds[0] = median_seconds([&] { conv2d(x, w, b, p); }, repeats, min_time);
       }
       {  // backward-data: only x needs a gradient
         Variable<float> x(xv, true), w(wv), b(bv);
         const Variable<float> y = conv2d(x, w, b, p);
-        seconds[1] = median_seconds([&] { y.grad_fn()->backward(gy); }, repeats, min_time);
+        if (only_pass < 0 || only_pass == 1)
+          seconds[1] = median_seconds([&] { y.grad_fn()->backward(gy); }, repeats, min_time);
       }
       {  // backward-weights: dW and db, the input needs none
         Variable<float> x(xv), w(wv, true), b(bv, true);
         const Variable<float> y = conv2d(x, w, b, p);
-        seconds[2] = median_seconds([&] { y.grad_fn()->backward(gy); }, repeats, min_time);
+        if (only_pass < 0 || only_pass == 2)
+          seconds[2] = median_seconds([&] { y.grad_fn()->backward(gy); }, repeats, min_time);
       }
       const char* passes[] = {"fwd", "bwd_data", "bwd_weights"};
       for (int i = 0; i < 3; ++i) {
