@@ -1,4 +1,5 @@
 // batch_norm2d: per-channel normalisation of NCHW input, with running statistics.
+#include <algorithm>
 #include <cmath>
 
 #include "xgrad/op.hpp"
@@ -8,6 +9,54 @@
 namespace xgrad {
 
 namespace {
+
+// Sums in double over 8 independent lanes: a single running sum is a serial dependency chain
+// the compiler may not reorder (no -ffast-math), the lanes let it vectorise.
+constexpr int kLanes = 8;
+
+inline double lane_total(const double* acc) {
+  double t = 0;
+  for (int l = 0; l < kLanes; ++l) t += acc[l];
+  return t;
+}
+
+// Σ x[k] - shift and Σ (x[k] - shift)² over n elements.
+template <class T>
+void add_moments(const T* x, std::size_t n, double shift, double& sum, double& sq) {
+  double s1[kLanes] = {}, s2[kLanes] = {};
+  std::size_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = double(x[k + l]) - shift;
+      s1[l] += d;
+      s2[l] += d * d;
+    }
+  for (; k < n; ++k) {
+    const double d = double(x[k]) - shift;
+    s1[0] += d;
+    s2[0] += d * d;
+  }
+  sum += lane_total(s1);
+  sq += lane_total(s2);
+}
+
+// Σ g[k] and Σ g[k]·h[k] over n elements.
+template <class T>
+void add_grad_sums(const T* g, const T* h, std::size_t n, double& sum_g, double& sum_gh) {
+  double s1[kLanes] = {}, s2[kLanes] = {};
+  std::size_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      s1[l] += double(g[k + l]);
+      s2[l] += double(g[k + l]) * double(h[k + l]);
+    }
+  for (; k < n; ++k) {
+    s1[0] += double(g[k]);
+    s2[0] += double(g[k]) * double(h[k]);
+  }
+  sum_g += lane_total(s1);
+  sum_gh += lane_total(s2);
+}
 
 // Channels are independent; parallelise over them once there is enough work per call.
 inline bool channels_parallel(std::size_t channels, std::size_t work) {
@@ -45,10 +94,7 @@ struct BatchNorm2DNode final : Node<T> {
       double sum_g = 0, sum_gx = 0;
       for (std::size_t i = 0; i < n; ++i) {
         const std::size_t off = (i * c + std::size_t(ch)) * plane;
-        for (std::size_t k = 0; k < plane; ++k) {
-          sum_g += double(gp[off + k]);
-          sum_gx += double(gp[off + k]) * double(hp[off + k]);
-        }
+        add_grad_sums(gp + off, hp + off, plane, sum_g, sum_gx);
       }
       dbp[ch] = T(sum_g);
       dgp[ch] = T(sum_gx);
@@ -118,22 +164,16 @@ Variable<T> batch_norm2d(const Variable<T>& x, const Variable<T>& gamma, const V
   if (training) {
 #pragma omp parallel for schedule(static) if (channels_parallel(c, n * c * plane))
     for (std::ptrdiff_t ch = 0; ch < std::ptrdiff_t(c); ++ch) {
-      double total = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        const T* row = xp + (i * c + std::size_t(ch)) * plane;
-        for (std::size_t k = 0; k < plane; ++k) total += double(row[k]);
-      }
-      const double mu = total / double(m);
-      double sq = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        const T* row = xp + (i * c + std::size_t(ch)) * plane;
-        for (std::size_t k = 0; k < plane; ++k) {
-          const double d = double(row[k]) - mu;
-          sq += d * d;
-        }
-      }
-      mean[std::size_t(ch)] = mu;
-      var[std::size_t(ch)] = sq / double(m);
+      double total = 0, unused = 0;
+      for (std::size_t i = 0; i < n; ++i)
+        add_moments(xp + (i * c + std::size_t(ch)) * plane, plane, 0.0, total, unused);
+      const double mu0 = total / double(m);
+      // Second pass about the first mean; its residual sum corrects the rounding of mu0.
+      double dev = 0, sq = 0;
+      for (std::size_t i = 0; i < n; ++i)
+        add_moments(xp + (i * c + std::size_t(ch)) * plane, plane, mu0, dev, sq);
+      mean[std::size_t(ch)] = mu0 + dev / double(m);
+      var[std::size_t(ch)] = std::max(0.0, (sq - dev * dev / double(m)) / double(m));
     }
   } else {
     for (std::size_t ch = 0; ch < c; ++ch) {
