@@ -95,6 +95,7 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   ensure_fast_blas(argc, argv);
+  examples::ensure_passive_omp_wait(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -383,7 +383,11 @@ int run(int argc, char** argv) {
   const std::string csv_path = (out_dir / "metrics.csv").string();
   const std::string ckpt_path = (out_dir / "checkpoint.safetensors").string();
   std::vector<std::string> csv_rows;
-  if (start_epoch > 0) csv_rows = kept_csv_rows(csv_path, start_epoch);
+  if (start_epoch > 0) {
+    // The history of a resumed run: this directory's metrics.csv, else the checkpoint's.
+    const fs::path beside = fs::path(s.resume).parent_path() / "metrics.csv";
+    csv_rows = kept_csv_rows(fs::exists(csv_path) ? csv_path : beside.string(), start_epoch);
+  }
   double best_val = -1.0;
   if (resume_meta.count("best_val_accuracy") > 0)
     best_val = meta_double(resume_meta, "best_val_accuracy", s.resume);
@@ -497,9 +501,11 @@ int run(int argc, char** argv) {
   }
   const double wall = seconds_since(run_start);
 
+  bool plotted = false;
   if (s.plot) {
     const std::string note = draw_curves(out_dir, s.val > 0);
     if (!note.empty()) std::cerr << kProgram << ": " << note << "\n";
+    plotted = note.empty();
   }
   const double rate = images_trained / std::max(train_seconds, 1e-9);
   std::cout << "final test_accuracy=" << fmt(last.test_accuracy, 4)
@@ -507,7 +513,7 @@ int run(int argc, char** argv) {
             << std::endl;
   std::cerr << kProgram << ": " << fmt(wall, 1) << " s in all (training and evaluation); wrote "
             << csv_path << ", " << ckpt_path
-            << (s.plot ? ", " + (out_dir / "curves.png").string() : std::string()) << "\n";
+            << (plotted ? ", " + (out_dir / "curves.png").string() : std::string()) << "\n";
   return 0;
 }
 
@@ -515,6 +521,7 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   ensure_fast_blas(argc, argv);
+  examples::ensure_passive_omp_wait(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
