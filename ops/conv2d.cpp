@@ -27,7 +27,7 @@ namespace {
 using Index = std::ptrdiff_t;
 
 // Bytes of im2col buffer per band: large enough for an efficient GEMM, small enough for L2.
-constexpr std::size_t kColBudgetBytes = 512 * 1024;
+constexpr std::size_t kColBudgetBytes = 1024 * 1024;
 
 // Every size of one convolution, checked once in conv2d().
 struct ConvGeom {
