@@ -1,8 +1,6 @@
 // max_pool2d: the maximum over each window; backward scatters to the saved argmax.
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <memory>
 
 #include "../src/pool_geometry.hpp"
 #include "xgrad/op.hpp"
