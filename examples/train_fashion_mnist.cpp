@@ -372,6 +372,9 @@ int run(int argc, char** argv) {
 
   if (!s.resume.empty()) {
     examples::load_training_checkpoint(s.resume, *model, opt.get());
+    if (opt->export_state().empty())
+      std::cerr << kProgram << ": note: " << s.resume << " holds no " << opt->prefix()
+                << " optimiser state; the optimiser starts afresh\n";
     if (start_epoch >= s.epochs)
       throw Error("checkpoint: " + s.resume + " has already done " + std::to_string(start_epoch) +
                   " of " + std::to_string(s.epochs) + " epochs (raise --epochs to go on)");
