@@ -24,7 +24,9 @@ struct CrossEntropyNode final : Node<T> {
     T* dp = dx.data();
     for (std::size_t i = 0; i < n * c; ++i) dp[i] = pp[i] * scale;
     for (std::size_t r = 0; r < n; ++r) dp[r * c + std::size_t(labels_[r])] -= scale;
-    return {std::move(dx)};
+    std::vector<Tensor<T>> grads;
+    grads.push_back(std::move(dx));
+    return grads;
   }
   Tensor<T> p_;
   std::vector<int> labels_;

@@ -1,6 +1,12 @@
 // max_pool2d: the maximum over each window; backward scatters to the saved argmax.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "../src/pool_geometry.hpp"
 #include "xgrad/op.hpp"
@@ -13,13 +19,144 @@ namespace {
 
 using detail::PoolGeometry;
 
+// The 2x2, stride-2, unpadded pool in float (LeNet, most CNNs) has an AVX-512 path: two input
+// rows at a time, even/odd columns split by a permute, and the argmax saved as a 2-bit window
+// position (0..3 in row-major order) in one byte per output.
+#ifdef __AVX512F__
+bool is_2x2_s2(const PoolGeometry& s) {
+  return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
+}
+
+// Mask of the first n (0..16) lanes.
+inline __mmask16 lanes(int n) {
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+// Whether v replaces b (see takes_over below), lane-wise.
+inline __mmask16 takes_over_v(__m512 v, __m512 b) {
+  return _mm512_cmp_ps_mask(v, b, _CMP_GT_OQ) |
+         (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(b, b, _CMP_ORD_Q));
+}
+
+// One plane: y = the max of each 2x2 window; code (when non-null) its position 0..3.
+void max_pool_2x2_plane(const PoolGeometry& s, const float* __restrict x, float* __restrict y,
+                        std::uint8_t* __restrict code) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const std::size_t w = std::size_t(s.w);
+  for (int i = 0; i < s.ho; ++i) {
+    const float* ra = x + std::size_t(2 * i) * w;
+    const float* rb = ra + w;
+    float* yr = y + std::size_t(i) * std::size_t(s.wo);
+    std::uint8_t* cr = code != nullptr ? code + std::size_t(i) * std::size_t(s.wo) : nullptr;
+    for (int j = 0; j < s.wo; j += 16) {
+      const int r = std::min(16, s.wo - j);
+      const __mmask16 mlo = lanes(2 * r), mhi = lanes(2 * r - 16), mo = lanes(r);
+      const __m512 a_lo = _mm512_maskz_loadu_ps(mlo, ra + 2 * j);
+      const __m512 a_hi = _mm512_maskz_loadu_ps(mhi, ra + 2 * j + 16);
+      const __m512 b_lo = _mm512_maskz_loadu_ps(mlo, rb + 2 * j);
+      const __m512 b_hi = _mm512_maskz_loadu_ps(mhi, rb + 2 * j + 16);
+      const __m512 a0 = _mm512_permutex2var_ps(a_lo, even, a_hi);
+      const __m512 a1 = _mm512_permutex2var_ps(a_lo, odd, a_hi);
+      const __m512 b0 = _mm512_permutex2var_ps(b_lo, even, b_hi);
+      const __m512 b1 = _mm512_permutex2var_ps(b_lo, odd, b_hi);
+      __m512 best = a0;
+      const __mmask16 t1 = takes_over_v(a1, best);
+      best = _mm512_mask_mov_ps(best, t1, a1);
+      const __mmask16 t2 = takes_over_v(b0, best);
+      best = _mm512_mask_mov_ps(best, t2, b0);
+      const __mmask16 t3 = takes_over_v(b1, best);
+      best = _mm512_mask_mov_ps(best, t3, b1);
+      _mm512_mask_storeu_ps(yr + j, mo, best);
+      if (cr != nullptr) {
+        __m512i c = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
+        c = _mm512_mask_mov_epi32(c, t2, _mm512_set1_epi32(2));
+        c = _mm512_mask_mov_epi32(c, t3, _mm512_set1_epi32(3));
+        // The codes of the r outputs, as bytes (no masked store: see the backward below).
+        const __m128i c8 = _mm512_maskz_cvtepi32_epi8(__mmask16(0xFFFF), c);
+        if (r == 16) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(cr + j), c8);
+        } else {
+          alignas(16) std::uint8_t tmp[16];
+          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), c8);
+          std::memcpy(cr + j, tmp, std::size_t(r));
+        }
+      }
+    }
+  }
+}
+
+// dx of one plane from the window codes: every element of dx is written (no memset needed).
+void max_pool_2x2_plane_backward(const PoolGeometry& s, const float* __restrict g,
+                                 const std::uint8_t* __restrict code, float* __restrict dx) {
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx =
+      _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const std::size_t w = std::size_t(s.w);
+  for (int i = 0; i < s.ho; ++i) {
+    float* ra = dx + std::size_t(2 * i) * w;
+    float* rb = ra + w;
+    const float* gr = g + std::size_t(i) * std::size_t(s.wo);
+    const std::uint8_t* cr = code + std::size_t(i) * std::size_t(s.wo);
+    for (int j = 0; j < s.wo; j += 16) {
+      const int r = std::min(16, s.wo - j);
+      const __mmask16 mlo = lanes(2 * r), mhi = lanes(2 * r - 16), mo = lanes(r);
+      const __m512 gv = _mm512_maskz_loadu_ps(mo, gr + j);
+      __m128i c8;
+      if (r == 16) {
+        c8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cr + j));
+      } else {
+        alignas(16) std::uint8_t tmp[16] = {};
+        std::memcpy(tmp, cr + j, std::size_t(r));
+        c8 = _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
+      }
+      const __m512i c = _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF), c8);
+      const __m512 a0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(c, _mm512_setzero_si512()), gv);
+      const __m512 a1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(c, _mm512_set1_epi32(1)), gv);
+      const __m512 b0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(c, _mm512_set1_epi32(2)), gv);
+      const __m512 b1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(c, _mm512_set1_epi32(3)), gv);
+      _mm512_mask_storeu_ps(ra + 2 * j, mlo, _mm512_permutex2var_ps(a0, lo_idx, a1));
+      _mm512_mask_storeu_ps(rb + 2 * j, mlo, _mm512_permutex2var_ps(b0, lo_idx, b1));
+      // Only when the high half has lanes: GCC 12 -O3 dropped the mask register set-up of an
+      // all-zero-mask store here and wrote past the row with a stale mask.
+      if (r > 8) {
+        _mm512_mask_storeu_ps(ra + 2 * j + 16, mhi, _mm512_permutex2var_ps(a0, hi_idx, a1));
+        _mm512_mask_storeu_ps(rb + 2 * j + 16, mhi, _mm512_permutex2var_ps(b0, hi_idx, b1));
+      }
+    }
+    if (s.w % 2 != 0) ra[w - 1] = rb[w - 1] = 0.f;
+  }
+  // An odd last row is in no window.
+  if (s.h % 2 != 0) std::fill(dx + std::size_t(s.h - 1) * w, dx + std::size_t(s.h) * w, 0.f);
+}
+#endif
+
 template <class T>
 struct MaxPool2DNode final : Node<T> {
-  MaxPool2DNode(PoolGeometry geo, std::vector<std::int32_t> argmax)
-      : geo_(geo), argmax_(std::move(argmax)) {}
+  MaxPool2DNode(PoolGeometry geo, std::vector<std::int32_t> argmax,
+                std::vector<std::uint8_t> code = {})
+      : geo_(geo), argmax_(std::move(argmax)), code_(std::move(code)) {}
   const char* name() const override { return "max_pool2d"; }
   std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
     const PoolGeometry& s = geo_;
+#ifdef __AVX512F__
+    if constexpr (std::is_same_v<T, float>) {
+      if (!code_.empty()) {
+        Tensor<T> dx = empty_tensor<T>(
+            {std::size_t(s.n), std::size_t(s.c), std::size_t(s.h), std::size_t(s.w)});
+        const std::size_t planes = s.planes(), in_plane = s.in_plane(), out_plane = s.out_plane();
+        const bool parallel = detail::pool_parallel_worthwhile(planes, planes * in_plane);
+#pragma omp parallel for schedule(static) if (parallel)
+        for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
+          max_pool_2x2_plane_backward(s, g.data() + std::size_t(q) * out_plane,
+                                      code_.data() + std::size_t(q) * out_plane,
+                                      dx.data() + std::size_t(q) * in_plane);
+        std::vector<Tensor<T>> grads;
+        grads.push_back(std::move(dx));
+        return grads;
+      }
+    }
+#endif
     Tensor<T> dx = filled_tensor<T>(
         {std::size_t(s.n), std::size_t(s.c), std::size_t(s.h), std::size_t(s.w)}, T(0));
     const std::size_t planes = s.planes(), in_plane = s.in_plane(), out_plane = s.out_plane();
@@ -35,10 +172,14 @@ struct MaxPool2DNode final : Node<T> {
       T* dq = dp + std::size_t(q) * in_plane;
       for (std::size_t o = 0; o < out_plane; ++o) dq[aq[o]] += gq[o];
     }
-    return {std::move(dx)};
+    // Not `return {std::move(dx)}`: an initializer list would copy the tensor.
+    std::vector<Tensor<T>> grads;
+    grads.push_back(std::move(dx));
+    return grads;
   }
   PoolGeometry geo_;
   std::vector<std::int32_t> argmax_;  ///< per output, the flat h·W + w of its maximum
+  std::vector<std::uint8_t> code_;    ///< 2x2/s2 float path: per output, its window position
 };
 
 // Whether v replaces the running maximum b: strictly greater (so the first maximum in
@@ -121,6 +262,24 @@ Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params) {
                 ")");
   Tensor<T> y = empty_tensor<T>(s.out_shape());
   const bool rec = should_record<T>({&x});
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<T, float>) {
+    if (is_2x2_s2(s)) {
+      std::vector<std::uint8_t> code(rec ? s.planes() * s.out_plane() : 0);
+      const std::size_t planes = s.planes(), in_plane = s.in_plane(), out_plane = s.out_plane();
+      const bool parallel = detail::pool_parallel_worthwhile(planes, planes * in_plane);
+      const float* xp = xv.data();
+      float* yp = y.data();
+      std::uint8_t* cp = rec ? code.data() : nullptr;
+#pragma omp parallel for schedule(static) if (parallel)
+      for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
+        max_pool_2x2_plane(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
+                           cp != nullptr ? cp + std::size_t(q) * out_plane : nullptr);
+      return record<MaxPool2DNode<T>>(std::move(y), {x}, s, std::vector<std::int32_t>(),
+                                      std::move(code));
+    }
+  }
+#endif
   std::vector<std::int32_t> argmax(rec ? s.planes() * s.out_plane() : 0);
   const std::size_t planes = s.planes(), in_plane = s.in_plane(), out_plane = s.out_plane();
   const T* xp = xv.data();

@@ -7,6 +7,9 @@ namespace xgrad {
 
 namespace {
 
+// Below this many elements a parallel region costs more than it saves.
+constexpr std::ptrdiff_t kParallelElements = std::ptrdiff_t(1) << 16;
+
 template <class T>
 struct ReluNode final : Node<T> {
   const char* name() const override { return "relu"; }
@@ -16,9 +19,13 @@ struct ReluNode final : Node<T> {
     const T* xp = x.data();
     const T* gp = g.data();
     T* dp = dx.data();
-    const std::size_t n = x.size();
-    for (std::size_t i = 0; i < n; ++i) dp[i] = xp[i] > T(0) ? gp[i] : T(0);
-    return {std::move(dx)};
+    const std::ptrdiff_t n = std::ptrdiff_t(x.size());
+#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
+    for (std::ptrdiff_t i = 0; i < n; ++i) dp[i] = xp[i] > T(0) ? gp[i] : T(0);
+    // Not `return {std::move(dx)}`: an initializer list would copy the tensor.
+    std::vector<Tensor<T>> grads;
+    grads.push_back(std::move(dx));
+    return grads;
   }
 };
 
@@ -30,8 +37,9 @@ Variable<T> relu(const Variable<T>& x) {
   Tensor<T> y = empty_tensor<T>(shape_of(xv));
   const T* xp = xv.data();
   T* yp = y.data();
-  const std::size_t n = xv.size();
-  for (std::size_t i = 0; i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
+  const std::ptrdiff_t n = std::ptrdiff_t(xv.size());
+#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
+  for (std::ptrdiff_t i = 0; i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
   return record<ReluNode<T>>(std::move(y), {x});
 }
 
