@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -176,9 +177,48 @@ void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col, Index l
       }
 }
 
+#ifdef __AVX512F__
+// col2im_band for float, column stride 1 and no column dilation: each destination row segment of 16 lanes
+// gathers the kw shifted column rows that land on it in a register and is stored once, instead
+// of kw overlapping read-modify-writes (which stall on store forwarding).
+void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* dxp, Index lt) {
+  const Index plane = Index(g.hp) * g.wp;
+  const int span = g.wo + g.kw - 1;  // destination columns touched per row
+  for (int ci = 0; ci < g.cg; ++ci)
+    for (int p = 0; p < g.kh; ++p) {
+      const float* rows = col + Index(ci * g.kh + p) * g.kw * lt;
+      for (int i = i0; i < i1; ++i) {
+        float* d = dxp + ci * plane + (Index(i) * g.sh + Index(p) * g.dh) * g.wp;
+        const float* r = rows + Index(i - i0) * g.wo;
+        for (int c0 = 0; c0 < span; c0 += 16) {
+          const int n = std::min(16, span - c0);
+          const __mmask16 ms = __mmask16(n >= 16 ? 0xFFFFu : (1u << n) - 1);
+          __m512 v = _mm512_maskz_loadu_ps(ms, d + c0);
+          for (int q = 0; q < g.kw; ++q) {
+            // Lanes x with 0 <= c0 + x - q < wo take r_q[c0 + x - q].
+            const int lo = std::max(0, q - c0), hi = std::min(16, q - c0 + g.wo);
+            if (hi <= lo) continue;
+            const unsigned bits = (hi >= 16 ? 0xFFFFu : (1u << hi) - 1) & ~((1u << lo) - 1);
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(__mmask16(bits), r + q * lt + c0 - q));
+          }
+          _mm512_mask_storeu_ps(d + c0, ms, v);
+        }
+      }
+    }
+}
+#endif
+
 // The adjoint of im2col_band: dxp[ci, ...] += col[...], into a padded gradient image.
 template <class T>
 void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index lt) {
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.sw == 1 && g.dw == 1) {
+      col2im_band_s1(col, g, i0, i1, dxp, lt);
+      return;
+    }
+  }
+#endif
   const Index plane = Index(g.hp) * g.wp;
   for (int ci = 0; ci < g.cg; ++ci)
     for (int p = 0; p < g.kh; ++p)
@@ -196,6 +236,145 @@ void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index 
         }
       }
 }
+
+// Direct convolution for few input channels (LeNet's and the convnet's first layer, C_in = 1):
+// K = C_in·kh·kw <= kDirectMaxK, stride 1, no dilation, one group, float with AVX-512. It reads
+// the (padded) image in place, with no column matrix. Output rows are split into 16-lane blocks
+// (the last one masked).
+constexpr int kDirectMaxK = 28;
+
+bool direct_eligible(const ConvGeom& g) {
+  return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.k <= kDirectMaxK &&
+         !g.pointwise;
+}
+
+#ifdef __AVX512F__
+inline __mmask16 lanes16(int n) {
+  return n <= 0 ? __mmask16(0) : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+// y[o0 + o, i, :] for o < NC: bias + Σ_k w[o0 + o, k]·x_k, x_k the shifted input rows.
+template <int NC>
+void direct_forward_chunk(const float* xp, const float* w, const float* b, float* y,
+                          const ConvGeom& g, int o0) {
+  const Index plane = Index(g.hp) * g.wp;
+  const int k = g.k;
+  for (int i = 0; i < g.ho; ++i)
+    for (int j0 = 0; j0 < g.wo; j0 += 16) {
+      const __mmask16 m = lanes16(g.wo - j0);
+      __m512 acc[NC];
+      for (int o = 0; o < NC; ++o)
+        acc[o] = b != nullptr ? _mm512_set1_ps(b[o0 + o]) : _mm512_setzero_ps();
+      int kk = 0;
+      for (int ci = 0; ci < g.c; ++ci)
+        for (int p = 0; p < g.kh; ++p) {
+          const float* row = xp + ci * plane + Index(i + p) * g.wp + j0;
+          for (int q = 0; q < g.kw; ++q, ++kk) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, row + q);
+            for (int o = 0; o < NC; ++o)
+              acc[o] = _mm512_fmadd_ps(_mm512_set1_ps(w[Index(o0 + o) * k + kk]), xv, acc[o]);
+          }
+        }
+      for (int o = 0; o < NC; ++o)
+        _mm512_mask_storeu_ps(y + Index(o0 + o) * g.l + Index(i) * g.wo + j0, m, acc[o]);
+    }
+}
+
+void direct_forward(const float* xp, const float* w, const float* b, float* y, const ConvGeom& g) {
+  // Channel chunks of at most 16 accumulators, as even as possible.
+  const int chunks = (g.co + 15) / 16;
+  const int per = (g.co + chunks - 1) / chunks;
+  for (int o0 = 0; o0 < g.co; o0 += per) {
+    const int nc = std::min(per, g.co - o0);
+    switch (nc) {
+#define XGRAD_CASE(N)                            \
+  case N:                                        \
+    direct_forward_chunk<N>(xp, w, b, y, g, o0); \
+    break;
+      XGRAD_CASE(1)
+      XGRAD_CASE(2)
+      XGRAD_CASE(3)
+      XGRAD_CASE(4) XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9)
+          XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15)
+              XGRAD_CASE(16)
+#undef XGRAD_CASE
+    }
+  }
+}
+
+// vacc[o, k, :] += Σ_{i,j} gy[o, i, j]·x_k[i, j], lane-wise (lanes are summed once at the end
+// of the pass, see direct_dw_finish), for OB channels from o0 at a time and K = g.k taps: OB·K
+// vector accumulators in registers; the taps' offsets come from a table so that the tap loop
+// has a compile-time trip count.
+template <int K, int OB>
+void direct_dw_chunk(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
+                     int ob, const Index* off) {
+  __m512 acc[OB][K];
+  for (int o = 0; o < OB; ++o)
+    for (int t = 0; t < K; ++t) acc[o][t] = _mm512_setzero_ps();
+  for (int i = 0; i < g.ho; ++i)
+    for (int j0 = 0; j0 < g.wo; j0 += 16) {
+      const __mmask16 m = lanes16(g.wo - j0);
+      __m512 gv[OB];
+#pragma GCC unroll 32
+      for (int o = 0; o < OB; ++o)
+        gv[o] = o < ob ? _mm512_maskz_loadu_ps(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0)
+                       : _mm512_setzero_ps();
+      const float* base = xp + Index(i) * g.wp + j0;
+#pragma GCC unroll 32
+      for (int t = 0; t < K; ++t) {
+        const __m512 xv = _mm512_maskz_loadu_ps(m, base + off[t]);
+        for (int o = 0; o < OB; ++o) acc[o][t] = _mm512_fmadd_ps(gv[o], xv, acc[o][t]);
+      }
+    }
+  for (int o = 0; o < ob; ++o)
+    for (int t = 0; t < K; ++t) {
+      float* a = vacc + (Index(o0 + o) * K + t) * 16;
+      _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
+    }
+}
+
+template <int K>
+void direct_dw_k(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
+  constexpr int OB = std::max(1, kDirectMaxK / K);
+  Index off[K];
+  const Index plane = Index(g.hp) * g.wp;
+  int t = 0;
+  for (int ci = 0; ci < g.c; ++ci)
+    for (int p = 0; p < g.kh; ++p)
+      for (int q = 0; q < g.kw; ++q) off[t++] = ci * plane + Index(p) * g.wp + q;
+  for (int o0 = 0; o0 < g.co; o0 += OB)
+    direct_dw_chunk<K, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0), off);
+}
+
+// One image's contribution to the lane-wise accumulators vacc (co·k·16 floats).
+void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
+  switch (g.k) {
+#define XGRAD_CASE(N)                \
+  case N:                            \
+    direct_dw_k<N>(xp, gy, vacc, g); \
+    break;
+    XGRAD_CASE(1)
+    XGRAD_CASE(2)
+    XGRAD_CASE(3) XGRAD_CASE(4) XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8)
+        XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14)
+            XGRAD_CASE(15) XGRAD_CASE(16) XGRAD_CASE(17) XGRAD_CASE(18) XGRAD_CASE(19)
+                XGRAD_CASE(20) XGRAD_CASE(21) XGRAD_CASE(22) XGRAD_CASE(23) XGRAD_CASE(24)
+                    XGRAD_CASE(25) XGRAD_CASE(26) XGRAD_CASE(27) XGRAD_CASE(28)
+#undef XGRAD_CASE
+  }
+}
+
+// dw[i] += the sum of the 16 lanes of vacc[i], for co·k entries.
+void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g) {
+  const Index n = Index(g.co) * g.k;
+  for (Index e = 0; e < n; ++e) {
+    float s = 0;
+    for (int lane = 0; lane < 16; ++lane) s += vacc[e * 16 + lane];
+    dw[e] += s;
+  }
+}
+#endif
 
 template <class T>
 void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
@@ -218,10 +397,28 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
     }
   }
   const T* wk = wb.empty() ? w : wb.data();
+#ifdef __AVX512F__
+  constexpr bool kFloat = std::is_same_v<T, float>;
+  const bool direct = kFloat && direct_eligible(g);
+#endif
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < g.n; ++n) {
     const T* xn = x + n * x_image;
     T* yn = y + n * y_image;
+#ifdef __AVX512F__
+    if constexpr (kFloat) {
+      if (direct) {
+        const T* xp = xn;
+        if (g.padded) {
+          T* buf = scratch<T, 1>(padded_elems);
+          pad_image(xn, g, buf);
+          xp = buf;
+        }
+        direct_forward(xp, w, b, yn, g);
+        continue;
+      }
+    }
+#endif
     if (g.pointwise) {
       if (b != nullptr)
         for (int o = 0; o < g.co; ++o) std::fill(yn + o * g.l, yn + (o + 1) * g.l, b[o]);
@@ -277,6 +474,16 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
     // With padding, x is staged padded (for dW) and dX accumulates in a padded image: bands of
     // the two interleave, so they get separate halves of the buffer.
     T* pad_buf = g.padded ? scratch<T, 1>(padded_elems * 2) : nullptr;
+#ifdef __AVX512F__
+    // The first layer (no dX) of few input channels: direct dW into lane-wise accumulators.
+    const bool direct_dw_pass = std::is_same_v<T, float> && dx == nullptr && direct_eligible(g);
+    float* vacc = nullptr;
+    if (direct_dw_pass && dw_t != nullptr) {
+      const std::size_t vn = std::size_t(g.co) * std::size_t(g.k) * 16;
+      vacc = scratch<float, 2>(vn);
+      std::fill(vacc, vacc + vn, 0.f);
+    }
+#endif
 #pragma omp for schedule(static)
     for (int n = 0; n < g.n; ++n) {
       const T* xn = x + n * x_image;
@@ -303,6 +510,21 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
         }
         continue;
       }
+#ifdef __AVX512F__
+      if constexpr (std::is_same_v<T, float>) {
+        if (direct_dw_pass) {
+          if (dw_t != nullptr) {
+            const T* xp = xn;
+            if (g.padded) {
+              pad_image(xn, g, pad_buf);
+              xp = pad_buf;
+            }
+            direct_dw(xp, gyn, vacc, g);
+          }
+          continue;
+        }
+      }
+#endif
       const T* xp = xn;
       T* dxp = dxn;
       if (g.padded) {
@@ -337,6 +559,10 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
             copy_row(dxp + (Index(ci) * g.hp + i + g.ph) * g.wp + g.pw,
                      dxn + (Index(ci) * g.h + i) * g.w, g.w);
     }
+#ifdef __AVX512F__
+    if constexpr (std::is_same_v<T, float>)
+      if (vacc != nullptr) direct_dw_finish(vacc, dw_t, g);
+#endif
   }
   if (dw != nullptr) std::fill(dw, dw + w_size, T(0));
   if (db != nullptr) std::fill(db, db + g.co, T(0));
