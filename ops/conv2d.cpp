@@ -178,33 +178,39 @@ void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col, Index l
 }
 
 #ifdef __AVX512F__
-// col2im_band for float, column stride 1 and no column dilation: each destination row segment of 16 lanes
-// gathers the kw shifted column rows that land on it in a register and is stored once, instead
-// of kw overlapping read-modify-writes (which stall on store forwarding).
+// col2im_band for float, column stride 1 and no column dilation. Each destination row is loaded
+// and stored once per band: its kh·kw contributions (shifted column rows) are summed in
+// registers, 16 lanes at a time. Rows go even then odd, so a row is never loaded right after
+// its neighbour's overlapping store (a store-forwarding stall for masked accesses).
 void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* dxp, Index lt) {
   const Index plane = Index(g.hp) * g.wp;
   const int span = g.wo + g.kw - 1;  // destination columns touched per row
+  const int r0 = i0 * g.sh, r1 = (i1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
   for (int ci = 0; ci < g.cg; ++ci)
-    for (int p = 0; p < g.kh; ++p) {
-      const float* rows = col + Index(ci * g.kh + p) * g.kw * lt;
-      for (int i = i0; i < i1; ++i) {
-        float* d = dxp + ci * plane + (Index(i) * g.sh + Index(p) * g.dh) * g.wp;
-        const float* r = rows + Index(i - i0) * g.wo;
+    for (int parity = 0; parity < 2; ++parity)
+      for (int r = r0 + parity; r < r1; r += 2) {
+        float* d = dxp + ci * plane + Index(r) * g.wp;
         for (int c0 = 0; c0 < span; c0 += 16) {
           const int n = std::min(16, span - c0);
           const __mmask16 ms = __mmask16(n >= 16 ? 0xFFFFu : (1u << n) - 1);
           __m512 v = _mm512_maskz_loadu_ps(ms, d + c0);
-          for (int q = 0; q < g.kw; ++q) {
-            // Lanes x with 0 <= c0 + x - q < wo take r_q[c0 + x - q].
-            const int lo = std::max(0, q - c0), hi = std::min(16, q - c0 + g.wo);
-            if (hi <= lo) continue;
-            const unsigned bits = (hi >= 16 ? 0xFFFFu : (1u << hi) - 1) & ~((1u << lo) - 1);
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(__mmask16(bits), r + q * lt + c0 - q));
+          for (int p = 0; p < g.kh; ++p) {
+            const int t = r - p * g.dh;  // = i·sh for the output row i that reads row r
+            if (t < i0 * g.sh || t % g.sh != 0) continue;
+            const int i = t / g.sh;
+            if (i >= i1) continue;
+            const float* rows = col + Index(ci * g.kh + p) * g.kw * lt + Index(i - i0) * g.wo;
+            for (int q = 0; q < g.kw; ++q) {
+              // Lanes x with 0 <= c0 + x - q < wo take row q's element c0 + x - q.
+              const int lo = std::max(0, q - c0), hi = std::min(16, q - c0 + g.wo);
+              if (hi <= lo) continue;
+              const unsigned bits = (hi >= 16 ? 0xFFFFu : (1u << hi) - 1) & ~((1u << lo) - 1);
+              v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(__mmask16(bits), rows + q * lt + c0 - q));
+            }
           }
           _mm512_mask_storeu_ps(d + c0, ms, v);
         }
       }
-    }
 }
 #endif
 
@@ -294,9 +300,9 @@ void direct_forward(const float* xp, const float* w, const float* b, float* y, c
       XGRAD_CASE(1)
       XGRAD_CASE(2)
       XGRAD_CASE(3)
-      XGRAD_CASE(4) XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9)
-          XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15)
-              XGRAD_CASE(16)
+      XGRAD_CASE(4)
+      XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10)
+          XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
 #undef XGRAD_CASE
     }
   }
@@ -356,11 +362,12 @@ void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g)
     break;
     XGRAD_CASE(1)
     XGRAD_CASE(2)
-    XGRAD_CASE(3) XGRAD_CASE(4) XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8)
-        XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14)
-            XGRAD_CASE(15) XGRAD_CASE(16) XGRAD_CASE(17) XGRAD_CASE(18) XGRAD_CASE(19)
-                XGRAD_CASE(20) XGRAD_CASE(21) XGRAD_CASE(22) XGRAD_CASE(23) XGRAD_CASE(24)
-                    XGRAD_CASE(25) XGRAD_CASE(26) XGRAD_CASE(27) XGRAD_CASE(28)
+    XGRAD_CASE(3)
+    XGRAD_CASE(4) XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9)
+        XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15)
+            XGRAD_CASE(16) XGRAD_CASE(17) XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20)
+                XGRAD_CASE(21) XGRAD_CASE(22) XGRAD_CASE(23) XGRAD_CASE(24) XGRAD_CASE(25)
+                    XGRAD_CASE(26) XGRAD_CASE(27) XGRAD_CASE(28)
 #undef XGRAD_CASE
   }
 }

@@ -1,4 +1,11 @@
 // linear: y = x·wᵀ + b through BLAS.
+#include <algorithm>
+#include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "xgrad/blas.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
@@ -7,6 +14,32 @@
 namespace xgrad {
 
 namespace {
+
+// C = alpha·op(A)·op(B) + beta·C with the rows of C split over the OpenMP threads when the
+// product is big enough to pay for a parallel region (OpenBLAS itself stays single-threaded).
+template <class T>
+void gemm_rows(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b,
+               int ldb, T beta, T* c, int ldc) {
+  const double work = double(m) * double(n) * double(k);
+  int parts = 1;
+#ifdef _OPENMP
+  if (work >= double(1 << 18)) parts = std::min(omp_get_max_threads(), std::max(1, m / 8));
+#endif
+  if (parts <= 1) {
+    blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(parts)
+  for (int part = 0; part < parts; ++part) {
+    const int r0 = int(std::int64_t(m) * part / parts),
+              r1 = int(std::int64_t(m) * (part + 1) / parts);
+    // Row r of op(A) starts at a + r·lda, or at a + r when A is stored transposed.
+    const T* ap = ta ? a + r0 : a + std::ptrdiff_t(r0) * lda;
+    if (r1 > r0)
+      blas::gemm(ta, tb, r1 - r0, n, k, alpha, ap, lda, b, ldb, beta, c + std::ptrdiff_t(r0) * ldc,
+                 ldc);
+  }
+}
 
 template <class T>
 struct LinearNode final : Node<T> {
@@ -18,16 +51,17 @@ struct LinearNode final : Node<T> {
     const bool empty = n == 0 || in == 0 || out == 0;
     std::vector<Tensor<T>> grads(this->num_inputs(), no_grad<T>());
     if (this->needs_input_grad(0)) {  // dx = g·w: [N,out]·[out,in]
-      grads[0] = filled_tensor<T>(shape_of(x), T(0));
+      // beta = 0 overwrites: no zero fill needed unless the product is empty.
+      grads[0] = empty ? filled_tensor<T>(shape_of(x), T(0)) : empty_tensor<T>(shape_of(x));
       if (!empty)
-        blas::gemm(false, false, n, in, out, T(1), g.data(), out, w.data(), in, T(0),
-                   grads[0].data(), in);
+        gemm_rows(false, false, n, in, out, T(1), g.data(), out, w.data(), in, T(0),
+                  grads[0].data(), in);
     }
     if (this->needs_input_grad(1)) {  // dw = gᵀ·x: [out,N]·[N,in]
-      grads[1] = filled_tensor<T>(shape_of(w), T(0));
+      grads[1] = empty ? filled_tensor<T>(shape_of(w), T(0)) : empty_tensor<T>(shape_of(w));
       if (!empty)
-        blas::gemm(true, false, out, in, n, T(1), g.data(), out, x.data(), in, T(0),
-                   grads[1].data(), in);
+        gemm_rows(true, false, out, in, n, T(1), g.data(), out, x.data(), in, T(0), grads[1].data(),
+                  in);
     }
     if (this->num_inputs() == 3 && this->needs_input_grad(2)) {  // db = Σ_n g[n, :]
       grads[2] = filled_tensor<T>({std::size_t(out)}, T(0));
@@ -69,8 +103,8 @@ Variable<T> linear(const Variable<T>& x, const Variable<T>& w, const Variable<T>
     y.fill(T(0));
   }
   if (n > 0 && in > 0 && out > 0)
-    blas::gemm(false, true, int(n), int(out), int(in), T(1), xv.data(), int(in), wv.data(), int(in),
-               T(1), yp, int(out));
+    gemm_rows(false, true, int(n), int(out), int(in), T(1), xv.data(), int(in), wv.data(), int(in),
+              T(1), yp, int(out));
   return record<LinearNode<T>>(std::move(y), {x, w, b});
 }
 
