@@ -30,6 +30,10 @@ using Index = std::ptrdiff_t;
 // Bytes of im2col buffer per band: large enough for an efficient GEMM, small enough for L2.
 constexpr std::size_t kColBudgetBytes = 1024 * 1024;
 
+// The largest C (in entries) for which OpenBLAS 0.3.21 (SkylakeX) runs a transposed-B product
+// in its small-matrix kernel.
+constexpr int kSmallGemmC = 1200;
+
 // Every size of one convolution, checked once in conv2d().
 struct ConvGeom {
   int n, c, h, w;  // input
@@ -301,8 +305,10 @@ void direct_forward(const float* xp, const float* w, const float* b, float* y, c
       XGRAD_CASE(2)
       XGRAD_CASE(3)
       XGRAD_CASE(4)
-      XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10)
-          XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
+      XGRAD_CASE(5)
+      XGRAD_CASE(6)
+      XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12)
+          XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
 #undef XGRAD_CASE
     }
   }
@@ -363,11 +369,13 @@ void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g)
     XGRAD_CASE(1)
     XGRAD_CASE(2)
     XGRAD_CASE(3)
-    XGRAD_CASE(4) XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9)
-        XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15)
-            XGRAD_CASE(16) XGRAD_CASE(17) XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20)
-                XGRAD_CASE(21) XGRAD_CASE(22) XGRAD_CASE(23) XGRAD_CASE(24) XGRAD_CASE(25)
-                    XGRAD_CASE(26) XGRAD_CASE(27) XGRAD_CASE(28)
+    XGRAD_CASE(4)
+    XGRAD_CASE(5)
+    XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11)
+        XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16) XGRAD_CASE(17)
+            XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20) XGRAD_CASE(21) XGRAD_CASE(22)
+                XGRAD_CASE(23) XGRAD_CASE(24) XGRAD_CASE(25) XGRAD_CASE(26) XGRAD_CASE(27)
+                    XGRAD_CASE(28)
 #undef XGRAD_CASE
   }
 }
@@ -551,8 +559,14 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
           const T* gyb = gyg + Index(i0) * g.wo;
           if (dw_t != nullptr) {
             im2col_band(xp + gr * xp_group, g, i0, i1, col, ld);
-            blas::gemm(false, true, g.cog, g.k, lt, T(1), gyb, int(g.l), col, ld, T(1),
-                       dw_t + gr * w_group, g.k);
+            // dW_gr += dY·colᵀ in column blocks of at most kSmallGemmC / cog: OpenBLAS's small-
+            // matrix kernel takes this transposed product only when C has at most 1200 entries
+            // (and K = lt >= 32); otherwise it packs both operands, which costs more here.
+            int kc = std::max(1, kSmallGemmC / g.cog);
+            if (lt < 32 || (g.k + kc - 1) / kc > 4) kc = g.k;  // else many thin products
+            for (int k0 = 0; k0 < g.k; k0 += kc)
+              blas::gemm(false, true, g.cog, std::min(kc, g.k - k0), lt, T(1), gyb, int(g.l),
+                         col + Index(k0) * ld, ld, T(1), dw_t + gr * w_group + k0, g.k);
           }
           if (dxp != nullptr) {  // the column buffer is free again: reuse it for d(col)
             blas::gemm(true, false, g.k, lt, g.cog, T(1), wg, g.k, gyb, int(g.l), T(0), col, ld);
