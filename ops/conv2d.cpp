@@ -263,55 +263,74 @@ inline __mmask16 lanes16(int n) {
   return n <= 0 ? __mmask16(0) : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
 }
 
-// y[o0 + o, i, :] for o < NC: bias + Σ_k w[o0 + o, k]·x_k, x_k the shifted input rows.
-template <int NC>
+// y[o0 + o, i, :] for o < NC: bias + Σ_k w[o0 + o, k]·x_k, x_k the shifted input rows. JB
+// 16-lane blocks of a row at once: NC·JB independent accumulators hide the FMA latency and each
+// broadcast weight serves JB blocks.
+template <int NC, int JB>
 void direct_forward_chunk(const float* xp, const float* w, const float* b, float* y,
                           const ConvGeom& g, int o0) {
   const Index plane = Index(g.hp) * g.wp;
   const int k = g.k;
   for (int i = 0; i < g.ho; ++i)
-    for (int j0 = 0; j0 < g.wo; j0 += 16) {
-      const __mmask16 m = lanes16(g.wo - j0);
-      __m512 acc[NC];
-      for (int o = 0; o < NC; ++o)
-        acc[o] = b != nullptr ? _mm512_set1_ps(b[o0 + o]) : _mm512_setzero_ps();
+    for (int j0 = 0; j0 < g.wo; j0 += 16 * JB) {
+      __mmask16 m[JB];
+      for (int jb = 0; jb < JB; ++jb) m[jb] = lanes16(g.wo - j0 - 16 * jb);
+      __m512 acc[NC][JB];
+      for (int o = 0; o < NC; ++o) {
+        const __m512 init = b != nullptr ? _mm512_set1_ps(b[o0 + o]) : _mm512_setzero_ps();
+        for (int jb = 0; jb < JB; ++jb) acc[o][jb] = init;
+      }
       int kk = 0;
       for (int ci = 0; ci < g.c; ++ci)
         for (int p = 0; p < g.kh; ++p) {
           const float* row = xp + ci * plane + Index(i + p) * g.wp + j0;
           for (int q = 0; q < g.kw; ++q, ++kk) {
-            const __m512 xv = _mm512_maskz_loadu_ps(m, row + q);
-            for (int o = 0; o < NC; ++o)
-              acc[o] = _mm512_fmadd_ps(_mm512_set1_ps(w[Index(o0 + o) * k + kk]), xv, acc[o]);
+            __m512 xv[JB];
+            for (int jb = 0; jb < JB; ++jb)
+              xv[jb] = _mm512_maskz_loadu_ps(m[jb], row + q + 16 * jb);
+            for (int o = 0; o < NC; ++o) {
+              const __m512 wv = _mm512_set1_ps(w[Index(o0 + o) * k + kk]);
+              for (int jb = 0; jb < JB; ++jb) acc[o][jb] = _mm512_fmadd_ps(wv, xv[jb], acc[o][jb]);
+            }
           }
         }
-      for (int o = 0; o < NC; ++o)
-        _mm512_mask_storeu_ps(y + Index(o0 + o) * g.l + Index(i) * g.wo + j0, m, acc[o]);
+      for (int jb = 0; jb < JB; ++jb) {
+        if (j0 + 16 * jb >= g.wo) break;  // no all-false-mask stores (see max_pool2d)
+        for (int o = 0; o < NC; ++o)
+          _mm512_mask_storeu_ps(y + Index(o0 + o) * g.l + Index(i) * g.wo + j0 + 16 * jb, m[jb],
+                                acc[o][jb]);
+      }
     }
 }
 
-void direct_forward(const float* xp, const float* w, const float* b, float* y, const ConvGeom& g) {
-  // Channel chunks of at most 16 accumulators, as even as possible.
-  const int chunks = (g.co + 15) / 16;
+template <int JB>
+void direct_forward_jb(const float* xp, const float* w, const float* b, float* y,
+                       const ConvGeom& g) {
+  // Channel chunks of at most 24 / JB (16 for JB = 1) accumulators, as even as possible.
+  constexpr int kMax = JB == 1 ? 16 : 24 / JB;
+  const int chunks = (g.co + kMax - 1) / kMax;
   const int per = (g.co + chunks - 1) / chunks;
   for (int o0 = 0; o0 < g.co; o0 += per) {
     const int nc = std::min(per, g.co - o0);
     switch (nc) {
-#define XGRAD_CASE(N)                            \
-  case N:                                        \
-    direct_forward_chunk<N>(xp, w, b, y, g, o0); \
+#define XGRAD_CASE(N)                                                         \
+  case N:                                                                     \
+    if constexpr (N <= kMax) direct_forward_chunk<N, JB>(xp, w, b, y, g, o0); \
     break;
       XGRAD_CASE(1)
-      XGRAD_CASE(2)
-      XGRAD_CASE(3)
-      XGRAD_CASE(4)
-      XGRAD_CASE(5)
-      XGRAD_CASE(6)
-      XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12)
-          XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
+      XGRAD_CASE(2) XGRAD_CASE(3) XGRAD_CASE(4) XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7)
+          XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13)
+              XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
 #undef XGRAD_CASE
     }
   }
+}
+
+void direct_forward(const float* xp, const float* w, const float* b, float* y, const ConvGeom& g) {
+  if (g.wo > 16)
+    direct_forward_jb<2>(xp, w, b, y, g);
+  else
+    direct_forward_jb<1>(xp, w, b, y, g);
 }
 
 // vacc[o, k, :] += Σ_{i,j} gy[o, i, j]·x_k[i, j], lane-wise (lanes are summed once at the end
@@ -371,11 +390,11 @@ void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g)
     XGRAD_CASE(3)
     XGRAD_CASE(4)
     XGRAD_CASE(5)
-    XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11)
-        XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16) XGRAD_CASE(17)
-            XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20) XGRAD_CASE(21) XGRAD_CASE(22)
-                XGRAD_CASE(23) XGRAD_CASE(24) XGRAD_CASE(25) XGRAD_CASE(26) XGRAD_CASE(27)
-                    XGRAD_CASE(28)
+    XGRAD_CASE(6)
+    XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12)
+        XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16) XGRAD_CASE(17) XGRAD_CASE(18)
+            XGRAD_CASE(19) XGRAD_CASE(20) XGRAD_CASE(21) XGRAD_CASE(22) XGRAD_CASE(23)
+                XGRAD_CASE(24) XGRAD_CASE(25) XGRAD_CASE(26) XGRAD_CASE(27) XGRAD_CASE(28)
 #undef XGRAD_CASE
   }
 }
