@@ -339,9 +339,9 @@ void direct_forward_jb(const float* xp, const float* w, const float* b, float* y
       XGRAD_CASE(1)
       XGRAD_CASE(2)
       XGRAD_CASE(3)
-      XGRAD_CASE(4) XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9)
-          XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15)
-              XGRAD_CASE(16)
+      XGRAD_CASE(4)
+      XGRAD_CASE(5) XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10)
+          XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
 #undef XGRAD_CASE
     }
   }
@@ -381,15 +381,75 @@ void direct_dw_chunk(const float* xp, const float* gy, float* vacc, const ConvGe
         for (int o = 0; o < OB; ++o) acc[o][t] = _mm512_fmadd_ps(gv[o], xv, acc[o][t]);
       }
     }
-  for (int o = 0; o < ob; ++o)
+    // Compile-time indices only (a runtime bound here made GCC keep acc in memory, storing it
+    // after every FMA).
+#pragma GCC unroll 32
+  for (int o = 0; o < OB; ++o) {
+    if (o >= ob) break;
+#pragma GCC unroll 32
     for (int t = 0; t < K; ++t) {
       float* a = vacc + (Index(o0 + o) * K + t) * 16;
       _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
     }
+  }
+}
+
+// direct_dw_chunk for one input channel and a KH×KW kernel known at compile time: taps are
+// addressed from KH row pointers with immediate column offsets, so no offset table competes with
+// the K accumulators for registers.
+template <int KH, int KW, int OB>
+void direct_dw_chunk_c1(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
+                        int ob) {
+  constexpr int K = KH * KW;
+  __m512 acc[OB][K];
+#pragma GCC unroll 32
+  for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 32
+    for (int t = 0; t < K; ++t) acc[o][t] = _mm512_setzero_ps();
+  const Index wp = g.wp;
+  for (int i = 0; i < g.ho; ++i)
+    for (int j0 = 0; j0 < g.wo; j0 += 16) {
+      const __mmask16 m = lanes16(g.wo - j0);
+      __m512 gv[OB];
+#pragma GCC unroll 32
+      for (int o = 0; o < OB; ++o)
+        gv[o] = o < ob ? _mm512_maskz_loadu_ps(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0)
+                       : _mm512_setzero_ps();
+      const float* base = xp + Index(i) * wp + j0;
+#pragma GCC unroll 8
+      for (int p = 0; p < KH; ++p) {
+        const float* row = base + p * wp;
+#pragma GCC unroll 8
+        for (int q = 0; q < KW; ++q) {
+          const __m512 xv = _mm512_maskz_loadu_ps(m, row + q);
+#pragma GCC unroll 32
+          for (int o = 0; o < OB; ++o)
+            acc[o][p * KW + q] = _mm512_fmadd_ps(gv[o], xv, acc[o][p * KW + q]);
+        }
+      }
+    }
+#pragma GCC unroll 32
+  for (int o = 0; o < OB; ++o) {
+    if (o >= ob) break;
+#pragma GCC unroll 32
+    for (int t = 0; t < K; ++t) {
+      float* a = vacc + (Index(o0 + o) * K + t) * 16;
+      _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
+    }
+  }
 }
 
 template <int K>
 void direct_dw_k(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
+  if constexpr (K == 25 || K == 9) {  // 5×5 (LeNet) and 3×3 (convnet) over one channel
+    constexpr int KS = K == 25 ? 5 : 3;
+    constexpr int OB = std::max(1, 27 / K);
+    if (g.c == 1 && g.kh == KS && g.kw == KS) {
+      for (int o0 = 0; o0 < g.co; o0 += OB)
+        direct_dw_chunk_c1<KS, KS, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0));
+      return;
+    }
+  }
   constexpr int OB = std::max(1, kDirectMaxK / K);
   Index off[K];
   const Index plane = Index(g.hp) * g.wp;
@@ -416,10 +476,11 @@ void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g)
     XGRAD_CASE(6)
     XGRAD_CASE(7)
     XGRAD_CASE(8)
-    XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14)
-        XGRAD_CASE(15) XGRAD_CASE(16) XGRAD_CASE(17) XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20)
-            XGRAD_CASE(21) XGRAD_CASE(22) XGRAD_CASE(23) XGRAD_CASE(24) XGRAD_CASE(25)
-                XGRAD_CASE(26) XGRAD_CASE(27) XGRAD_CASE(28)
+    XGRAD_CASE(9)
+    XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15)
+        XGRAD_CASE(16) XGRAD_CASE(17) XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20) XGRAD_CASE(21)
+            XGRAD_CASE(22) XGRAD_CASE(23) XGRAD_CASE(24) XGRAD_CASE(25) XGRAD_CASE(26)
+                XGRAD_CASE(27) XGRAD_CASE(28)
 #undef XGRAD_CASE
   }
 }
