@@ -104,6 +104,8 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
                         Case{{2, 1, 28, 28}, {32, 1, 3, 3}, 0, true, false},
                         Case{{2, 2, 9, 37}, {11, 2, 3, 3}, 1, true, true},
                         Case{{1, 3, 6, 5}, {4, 3, 2, 2}, 0, false, true},
+                        Case{{2, 2, 9, 37}, {5, 2, 3, 3}, 1, true, false},
+                        Case{{2, 3, 7, 6}, {3, 3, 2, 2}, 0, false, false},
                         Case{{64, 1, 28, 28}, {6, 1, 5, 5}, 2, true, false}}) {
     BOOST_TEST_CONTEXT("x " << shape_str(c.x) << " w " << shape_str(c.w)) {
       Conv2DParams p;
