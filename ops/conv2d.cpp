@@ -166,9 +166,12 @@ void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col, Index l
   const Index plane = Index(g.hp) * g.wp;
 #ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float>) {
-    // Short rows (LeNet conv2: 10 floats): one masked copy per row with the mask made once.
-    if (g.sw == 1 && g.wo <= 16) {
-      const __mmask16 m = __mmask16(g.wo >= 16 ? 0xFFFFu : (1u << g.wo) - 1);
+    // Short rows (LeNet conv2: 10 floats, the convnet's conv2: 24): one or two masked copies per
+    // row with the masks made once.
+    if (g.sw == 1 && g.wo <= 32) {
+      const __mmask16 m0 = __mmask16(g.wo >= 16 ? 0xFFFFu : (1u << g.wo) - 1);
+      const int rest = g.wo - 16;
+      const __mmask16 m1 = __mmask16(rest >= 16 ? 0xFFFFu : rest > 0 ? (1u << rest) - 1 : 0u);
       const Index step = Index(g.sh) * g.wp;
       for (int ci = 0; ci < g.cg; ++ci)
         for (int p = 0; p < g.kh; ++p)
@@ -176,8 +179,15 @@ void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col, Index l
             float* r = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
             const float* s =
                 xp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw + Index(i0) * step;
-            for (int i = i0; i < i1; ++i, s += step, r += g.wo)
-              _mm512_mask_storeu_ps(r, m, _mm512_maskz_loadu_ps(m, s));
+            if (rest > 0) {
+              for (int i = i0; i < i1; ++i, s += step, r += g.wo) {
+                _mm512_storeu_ps(r, _mm512_loadu_ps(s));
+                _mm512_mask_storeu_ps(r + 16, m1, _mm512_maskz_loadu_ps(m1, s + 16));
+              }
+            } else {
+              for (int i = i0; i < i1; ++i, s += step, r += g.wo)
+                _mm512_mask_storeu_ps(r, m0, _mm512_maskz_loadu_ps(m0, s));
+            }
           }
       return;
     }
@@ -354,8 +364,9 @@ void direct_forward_jb(const float* xp, const float* w, const float* b, float* y
       XGRAD_CASE(3)
       XGRAD_CASE(4)
       XGRAD_CASE(5)
-      XGRAD_CASE(6) XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11)
-          XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
+      XGRAD_CASE(6)
+      XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12)
+          XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
 #undef XGRAD_CASE
     }
   }
@@ -492,10 +503,10 @@ void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g)
     XGRAD_CASE(8)
     XGRAD_CASE(9)
     XGRAD_CASE(10)
-    XGRAD_CASE(11) XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
-        XGRAD_CASE(17) XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20) XGRAD_CASE(21) XGRAD_CASE(22)
-            XGRAD_CASE(23) XGRAD_CASE(24) XGRAD_CASE(25) XGRAD_CASE(26) XGRAD_CASE(27)
-                XGRAD_CASE(28)
+    XGRAD_CASE(11)
+    XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16) XGRAD_CASE(17)
+        XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20) XGRAD_CASE(21) XGRAD_CASE(22) XGRAD_CASE(23)
+            XGRAD_CASE(24) XGRAD_CASE(25) XGRAD_CASE(26) XGRAD_CASE(27) XGRAD_CASE(28)
 #undef XGRAD_CASE
   }
 }

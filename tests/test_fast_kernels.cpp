@@ -1,4 +1,5 @@
-// The float fast paths (2x2/s2 max-pool, direct convolution for few input channels) against the
+// The float fast paths (2x2/s2 max-pool, direct convolution for few input channels, short-row
+// im2col/col2im) against the
 // step-by-step references in double, on shapes that hit full vectors, masked tails, odd sizes
 // and the OpenMP split.
 #define BOOST_TEST_MODULE fast_kernels
@@ -106,6 +107,10 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
                         Case{{1, 3, 6, 5}, {4, 3, 2, 2}, 0, false, true},
                         Case{{2, 2, 9, 37}, {5, 2, 3, 3}, 1, true, false},
                         Case{{2, 3, 7, 6}, {3, 3, 2, 2}, 0, false, false},
+                        // K > 28: im2col + GEMM with short rows (wo 10 and 20) and col2im.
+                        Case{{2, 4, 9, 12}, {3, 4, 3, 3}, 0, true, true},
+                        Case{{2, 4, 8, 22}, {5, 4, 3, 3}, 0, true, true},
+                        Case{{2, 6, 14, 14}, {16, 6, 5, 5}, 0, true, true},
                         Case{{64, 1, 28, 28}, {6, 1, 5, 5}, 2, true, false}}) {
     BOOST_TEST_CONTEXT("x " << shape_str(c.x) << " w " << shape_str(c.w)) {
       Conv2DParams p;
