@@ -1,7 +1,6 @@
 // The float fast paths (2x2/s2 max-pool, direct convolution for few input channels, short-row
-// im2col/col2im) against the
-// step-by-step references in double, on shapes that hit full vectors, masked tails, odd sizes
-// and the OpenMP split.
+// im2col/col2im) against the step-by-step references in double, on shapes that hit full vectors,
+// masked tails, odd sizes and the OpenMP split.
 #define BOOST_TEST_MODULE fast_kernels
 #include <boost/test/unit_test.hpp>
 
