@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE checkpoint
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
+
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -20,6 +22,8 @@
 #include <xgrad/optim/optimizer.hpp>
 
 using namespace xgrad;
+using xgrad::testing::contains;
+using xgrad::testing::error_of;
 using namespace xgrad::io;
 
 namespace {
@@ -52,21 +56,6 @@ bool exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
 }
-
-template <class Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
 template <class T>
 Tensor<T> ramp(const Shape& shape, double start, double step) {
   Tensor<T> t = empty_tensor<T>(shape);

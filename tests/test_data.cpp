@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE data
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
+
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -18,6 +20,8 @@
 #include <xgrad/data/loader.hpp>
 
 using namespace xgrad;
+using xgrad::testing::contains;
+using xgrad::testing::error_of;
 using namespace xgrad::data;
 
 namespace {
@@ -86,21 +90,6 @@ std::vector<std::uint8_t> slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
-
-template <class Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
 // A 28x28 fixture dataset of n samples in `dir`, named like Fashion-MNIST's files.
 void write_fashion_fixture(const std::string& dir, const std::string& prefix, std::uint32_t n) {
   write_gz(dir + "/" + prefix + "-images-idx3-ubyte.gz", idx_images(n, 28, 28));

@@ -3,6 +3,8 @@
 #define BOOST_TEST_MODULE elementwise
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -10,6 +12,10 @@
 #include <xgrad/xgrad.hpp>
 
 using namespace xgrad;
+using xgrad::testing::all_finite;
+using xgrad::testing::check_close;
+using xgrad::testing::contains;
+using xgrad::testing::error_of;
 using V = Variable<double>;
 using F = Variable<float>;
 
@@ -26,36 +32,6 @@ Tensor<double> of_shape(const Shape& shape, const std::vector<double>& values) {
   std::copy(values.begin(), values.end(), t.data());
   return t;
 }
-
-void check_close(const Tensor<double>& a, const Tensor<double>& b, double tol = 1e-12) {
-  BOOST_REQUIRE_MESSAGE(shape_of(a) == shape_of(b),
-                        "shapes " << shape_str(a) << " and " << shape_str(b));
-  for (std::size_t i = 0; i < a.size(); ++i)
-    BOOST_TEST(a.data()[i] == b.data()[i], boost::test_tools::tolerance(tol));
-}
-
-// The message of the xgrad::Error `f` throws, or "" when it throws none.
-template <class Fn>
-std::string error_of(Fn f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-template <class T>
-bool all_finite(const Tensor<T>& t) {
-  for (const T v : t)
-    if (!std::isfinite(v)) return false;
-  return true;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------- leaky_relu

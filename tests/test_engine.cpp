@@ -1,9 +1,12 @@
 #define BOOST_TEST_MODULE engine
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
+
 #include <xgrad/xgrad.hpp>
 
 using namespace xgrad;
+using xgrad::testing::check_close;
 using V = Variable<double>;
 
 namespace {
@@ -12,12 +15,6 @@ V leaf(Tensor<double> t, const char* name) {
 }
 V constant(Tensor<double> t) {
   return V(std::move(t), false);
-}
-
-void check_close(const Tensor<double>& a, const Tensor<double>& b) {
-  BOOST_REQUIRE(shape_of(a) == shape_of(b));
-  for (std::size_t i = 0; i < a.size(); ++i)
-    BOOST_TEST(a.data()[i] == b.data()[i], boost::test_tools::tolerance(1e-12));
 }
 }  // namespace
 

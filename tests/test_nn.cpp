@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE nn
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <set>
 
@@ -8,6 +10,7 @@
 #include <xgrad/xgrad.hpp>
 
 using namespace xgrad;
+using xgrad::testing::contains;
 using namespace xgrad::nn;
 using V = Variable<double>;
 using Vs = std::vector<V>;
@@ -22,11 +25,6 @@ V input(const Shape& shape, std::uint64_t seed = 7) {
 Shape out_shape(Module<double>& m, const Shape& in) {
   return m(input(in)).shape();
 }
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 std::vector<std::string> names_of(const Module<double>& m) {
   std::vector<std::string> names;
   for (const auto& [name, v] : m.named_parameters()) names.push_back(name);

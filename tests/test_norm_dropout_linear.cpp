@@ -3,6 +3,8 @@
 #define BOOST_TEST_MODULE norm_dropout_linear
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -11,6 +13,7 @@
 #include <xgrad/xgrad.hpp>
 
 using namespace xgrad;
+using xgrad::testing::throws_with;
 namespace tt = boost::test_tools;
 
 namespace {
@@ -35,23 +38,6 @@ double max_abs_diff(const Tensor<double>& a, const Tensor<double>& b) {
   for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a.data()[i] - b.data()[i]));
   return m;
 }
-
-template <class F>
-bool throws_with(F f, std::vector<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& s : parts)
-      if (msg.find(s) == std::string::npos) {
-        BOOST_TEST_MESSAGE("message lacks '" << s << "': " << msg);
-        return false;
-      }
-    return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------

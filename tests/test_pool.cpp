@@ -3,6 +3,8 @@
 #define BOOST_TEST_MODULE pool
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <random>
 #include <string>
@@ -13,6 +15,7 @@
 
 using namespace xgrad;
 using reference::PoolMode;
+using xgrad::testing::throws_with;
 
 namespace {
 
@@ -55,23 +58,6 @@ std::pair<Tensor<double>, Tensor<double>> run(PoolMode mode, const Tensor<double
   if (!g) return {y.value(), Tensor<double>()};
   y.backward(*g);
   return {y.value(), xv.grad()};
-}
-
-// Whether `f` throws xgrad::Error whose message contains every string in `parts`.
-template <class F>
-bool throws_with(F f, std::vector<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& s : parts)
-      if (msg.find(s) == std::string::npos) {
-        BOOST_TEST_MESSAGE("message lacks '" << s << "': " << msg);
-        return false;
-      }
-    return true;
-  }
-  return false;
 }
 
 }  // namespace
