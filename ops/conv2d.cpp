@@ -2,11 +2,13 @@
 // Per image and group: im2col of a band of output rows into a per-thread buffer that stays in L2,
 // then one GEMM on raw pointers. OpenMP runs over the images; OpenBLAS stays single-threaded.
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -345,6 +347,16 @@ void direct_forward_chunk(const float* xp, const float* w, const float* b, float
     }
 }
 
+using ForwardChunkFn = void (*)(const float*, const float*, const float*, float*, const ConvGeom&,
+                                int);
+
+// direct_forward_chunk<1, JB> ... <sizeof(N), JB>, indexed by the chunk's channels minus one.
+template <int JB, int... N>
+constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
+    std::integer_sequence<int, N...>) {
+  return {&direct_forward_chunk<N + 1, JB>...};
+}
+
 template <int JB>
 void direct_forward_jb(const float* xp, const float* w, const float* b, float* y,
                        const ConvGeom& g) {
@@ -354,21 +366,8 @@ void direct_forward_jb(const float* xp, const float* w, const float* b, float* y
   const int per = (g.co + chunks - 1) / chunks;
   for (int o0 = 0; o0 < g.co; o0 += per) {
     const int nc = std::min(per, g.co - o0);
-    switch (nc) {
-#define XGRAD_CASE(N)                                                         \
-  case N:                                                                     \
-    if constexpr (N <= kMax) direct_forward_chunk<N, JB>(xp, w, b, y, g, o0); \
-    break;
-      XGRAD_CASE(1)
-      XGRAD_CASE(2)
-      XGRAD_CASE(3)
-      XGRAD_CASE(4)
-      XGRAD_CASE(5)
-      XGRAD_CASE(6)
-      XGRAD_CASE(7) XGRAD_CASE(8) XGRAD_CASE(9) XGRAD_CASE(10) XGRAD_CASE(11) XGRAD_CASE(12)
-          XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16)
-#undef XGRAD_CASE
-    }
+    static constexpr auto table = forward_chunk_table<JB>(std::make_integer_sequence<int, kMax>{});
+    table[std::size_t(nc - 1)](xp, w, b, y, g, o0);
   }
 }
 
@@ -486,29 +485,18 @@ void direct_dw_k(const float* xp, const float* gy, float* vacc, const ConvGeom& 
     direct_dw_chunk<K, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0), off);
 }
 
+using DwFn = void (*)(const float*, const float*, float*, const ConvGeom&);
+
+// direct_dw_k<1> ... <sizeof(N)>, indexed by K minus one.
+template <int... N>
+constexpr std::array<DwFn, sizeof...(N)> dw_table(std::integer_sequence<int, N...>) {
+  return {&direct_dw_k<N + 1>...};
+}
+
 // One image's contribution to the lane-wise accumulators vacc (co·k·16 floats).
 void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
-  switch (g.k) {
-#define XGRAD_CASE(N)                \
-  case N:                            \
-    direct_dw_k<N>(xp, gy, vacc, g); \
-    break;
-    XGRAD_CASE(1)
-    XGRAD_CASE(2)
-    XGRAD_CASE(3)
-    XGRAD_CASE(4)
-    XGRAD_CASE(5)
-    XGRAD_CASE(6)
-    XGRAD_CASE(7)
-    XGRAD_CASE(8)
-    XGRAD_CASE(9)
-    XGRAD_CASE(10)
-    XGRAD_CASE(11)
-    XGRAD_CASE(12) XGRAD_CASE(13) XGRAD_CASE(14) XGRAD_CASE(15) XGRAD_CASE(16) XGRAD_CASE(17)
-        XGRAD_CASE(18) XGRAD_CASE(19) XGRAD_CASE(20) XGRAD_CASE(21) XGRAD_CASE(22) XGRAD_CASE(23)
-            XGRAD_CASE(24) XGRAD_CASE(25) XGRAD_CASE(26) XGRAD_CASE(27) XGRAD_CASE(28)
-#undef XGRAD_CASE
-  }
+  static constexpr auto table = dw_table(std::make_integer_sequence<int, kDirectMaxK>{});
+  table[std::size_t(g.k - 1)](xp, gy, vacc, g);
 }
 
 // dw[i] += the sum of the 16 lanes of vacc[i], for co·k entries.
