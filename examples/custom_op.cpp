@@ -21,7 +21,7 @@ struct SwishNode final : Node<T> {
       const T local = wrong_ ? s : s + xi * s * (T(1) - s);
       dx.data()[i] = g.data()[i] * local;
     }
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   bool wrong_;
 };

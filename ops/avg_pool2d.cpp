@@ -109,9 +109,7 @@ struct AvgPool2DNode final : Node<T> {
     for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
       avg_pool_plane_backward(s, include_pad_, gp + std::size_t(q) * out_plane,
                               dp + std::size_t(q) * in_plane);
-    std::vector<Tensor<T>> grads;
-    grads.push_back(std::move(dx));
-    return grads;
+    return gradients(std::move(dx));
   }
   PoolGeometry geo_;
   bool include_pad_;

@@ -24,9 +24,7 @@ struct CrossEntropyNode final : Node<T> {
     T* dp = dx.data();
     for (std::size_t i = 0; i < n * c; ++i) dp[i] = pp[i] * scale;
     for (std::size_t r = 0; r < n; ++r) dp[r * c + std::size_t(labels_[r])] -= scale;
-    std::vector<Tensor<T>> grads;
-    grads.push_back(std::move(dx));
-    return grads;
+    return gradients(std::move(dx));
   }
   Tensor<T> p_;
   std::vector<int> labels_;

@@ -20,7 +20,7 @@ struct DropoutNode final : Node<T> {
     T* dp = dx.data();
     const std::size_t n = mask_.size();
     for (std::size_t i = 0; i < n; ++i) dp[i] = gp[i] * mp[i];
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   Tensor<T> mask_;  ///< 0 or 1/(1 - p) per element: the same scaled mask as the forward
 };

@@ -15,9 +15,7 @@ struct FlattenNode final : Node<T> {
   std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
     Tensor<T> dx = empty_tensor<T>(shape_of(this->input_value(0)));
     std::copy(g.data(), g.data() + g.size(), dx.data());
-    std::vector<Tensor<T>> grads;
-    grads.push_back(std::move(dx));
-    return grads;
+    return gradients(std::move(dx));
   }
 };
 

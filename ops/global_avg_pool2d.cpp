@@ -24,7 +24,7 @@ struct GlobalAvgPool2DNode final : Node<T> {
       T* dq = dp + std::size_t(q) * plane;
       for (std::size_t k = 0; k < plane; ++k) dq[k] = share;
     }
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   Shape in_shape_;
 };

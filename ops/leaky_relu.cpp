@@ -20,7 +20,7 @@ struct LeakyReluNode final : Node<T> {
     const T slope = slope_;
     const std::size_t n = x.size();
     for (std::size_t i = 0; i < n; ++i) dp[i] = xp[i] > T(0) ? gp[i] : slope * gp[i];
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   T slope_;
 };

@@ -26,7 +26,7 @@ struct LogSoftmaxNode final : Node<T> {
       for (std::size_t j = 0; j < c; ++j) gs += gp[j];
       for (std::size_t j = 0; j < c; ++j) dp[j] = gp[j] - pp[j] * gs;
     }
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   Tensor<T> p_;
 };

@@ -151,9 +151,7 @@ struct MaxPool2DNode final : Node<T> {
           max_pool_2x2_plane_backward(s, g.data() + std::size_t(q) * out_plane,
                                       code_.data() + std::size_t(q) * out_plane,
                                       dx.data() + std::size_t(q) * in_plane);
-        std::vector<Tensor<T>> grads;
-        grads.push_back(std::move(dx));
-        return grads;
+        return gradients(std::move(dx));
       }
     }
 #endif
@@ -172,10 +170,7 @@ struct MaxPool2DNode final : Node<T> {
       T* dq = dp + std::size_t(q) * in_plane;
       for (std::size_t o = 0; o < out_plane; ++o) dq[aq[o]] += gq[o];
     }
-    // Not `return {std::move(dx)}`: an initializer list would copy the tensor.
-    std::vector<Tensor<T>> grads;
-    grads.push_back(std::move(dx));
-    return grads;
+    return gradients(std::move(dx));
   }
   PoolGeometry geo_;
   std::vector<std::int32_t> argmax_;  ///< per output, the flat h·W + w of its maximum

@@ -55,7 +55,7 @@ struct MeanAllNode final : Node<T> {
   std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
     const Tensor<T>& x = this->input_value(0);
     const T v = *g.data() / T(x.size());
-    return {filled_tensor<T>(shape_of(x), v)};
+    return gradients(filled_tensor<T>(shape_of(x), v));
   }
 };
 
@@ -76,7 +76,7 @@ struct MeanAxesNode final : Node<T> {
         for (std::size_t j = 0; j < len; ++j) dp[i + j] = gp[o + j] * scale;
       }
     });
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   ReduceMap map_;
   std::size_t count_;

@@ -22,10 +22,7 @@ struct ReluNode final : Node<T> {
     const std::ptrdiff_t n = std::ptrdiff_t(x.size());
 #pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
     for (std::ptrdiff_t i = 0; i < n; ++i) dp[i] = xp[i] > T(0) ? gp[i] : T(0);
-    // Not `return {std::move(dx)}`: an initializer list would copy the tensor.
-    std::vector<Tensor<T>> grads;
-    grads.push_back(std::move(dx));
-    return grads;
+    return gradients(std::move(dx));
   }
 };
 

@@ -20,7 +20,7 @@ template <class T>
 struct ReshapeNode final : Node<T> {
   const char* name() const override { return "reshape"; }
   std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
-    return {copy_as(g, shape_of(this->input_value(0)))};
+    return gradients(copy_as(g, shape_of(this->input_value(0))));
   }
 };
 

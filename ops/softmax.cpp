@@ -25,7 +25,7 @@ struct SoftmaxNode final : Node<T> {
       for (std::size_t j = 0; j < c; ++j) dot += gp[j] * yp[j];
       for (std::size_t j = 0; j < c; ++j) dp[j] = yp[j] * (gp[j] - dot);
     }
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   Tensor<T> y_;
 };

@@ -12,7 +12,7 @@ struct SubNode final : Node<T> {
   const char* name() const override { return "sub"; }
   std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
     Tensor<T> minus_g = -g;
-    return {g, std::move(minus_g)};
+    return gradients(Tensor<T>(g), std::move(minus_g));
   }
 };
 

@@ -27,7 +27,7 @@ struct SumNode final : Node<T> {
     Tensor<T> gk = g;
     gk.reshape(kept_);
     Tensor<T> dx = xt::broadcast(gk, this->input_value(0).shape());
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   Shape kept_;
 };

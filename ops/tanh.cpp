@@ -26,7 +26,7 @@ struct TanhNode final : Node<T> {
     T* dp = dx.data();
     const std::size_t n = y_.size();
     for (std::size_t i = 0; i < n; ++i) dp[i] = gp[i] * (T(1) - yp[i] * yp[i]);
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   Tensor<T> y_;
 };

@@ -33,7 +33,7 @@ struct ZeroPadNode final : Node<T> {
         std::memcpy(dp + (pl * h + i) * w,
                     gp + (pl * hp + i + std::size_t(pads_.top)) * wp + std::size_t(pads_.left),
                     sizeof(T) * w);
-    return {std::move(dx)};
+    return gradients(std::move(dx));
   }
   Pads pads_;
 };

@@ -51,6 +51,17 @@ class Node {
   bool released_ = false;
 };
 
+/// A backward's result built by moving each gradient in. (`return {std::move(dx)};` would copy
+/// the tensor: the elements of an initializer list are const.)
+template <class T, class... More>
+std::vector<Tensor<T>> gradients(Tensor<T>&& first, More&&... more) {
+  std::vector<Tensor<T>> grads;
+  grads.reserve(1 + sizeof...(more));
+  grads.push_back(std::move(first));
+  (grads.push_back(std::move(more)), ...);
+  return grads;
+}
+
 /// The "no gradient" placeholder a backward returns for inputs that need none.
 template <class T>
 Tensor<T> no_grad() {
