@@ -10,6 +10,10 @@ namespace xgrad::optim {
 
 namespace {
 
+// Parameters at least this large are updated by all OpenMP threads (elementwise, so the result
+// does not depend on the thread count); smaller ones are not worth waking them for.
+constexpr std::ptrdiff_t kParallelElements = 1 << 15;
+
 std::string num_str(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%g", v);
@@ -106,11 +110,12 @@ void SGD<T>::step() {
     if (shape_of(g) != shape_of(w))
       throw Error("sgd: parameter " + std::to_string(i) + " has shape " + shape_str(w) +
                   " but its gradient has shape " + shape_str(g));
-    const std::size_t n = w.size();
+    const std::ptrdiff_t n = std::ptrdiff_t(w.size());
     T* wp = w.data();
     const T* gp = g.data();
     if (!use_momentum) {
-      for (std::size_t k = 0; k < n; ++k) wp[k] -= lr * (gp[k] + wd * wp[k]);
+#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
+      for (std::ptrdiff_t k = 0; k < n; ++k) wp[k] -= lr * (gp[k] + wd * wp[k]);
       continue;
     }
     const bool first = !has_momentum_[i];
@@ -119,11 +124,13 @@ void SGD<T>::step() {
       has_momentum_[i] = true;
     }
     T* bp = momentum_[i].data();
-    for (std::size_t k = 0; k < n; ++k) {
+    const bool nesterov = options_.nesterov;
+#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
+    for (std::ptrdiff_t k = 0; k < n; ++k) {
       const T d = gp[k] + wd * wp[k];
       const T b = first ? d : mu * bp[k] + keep * d;
       bp[k] = b;
-      wp[k] -= lr * (options_.nesterov ? d + mu * b : b);
+      wp[k] -= lr * (nesterov ? d + mu * b : b);
     }
   }
 }
@@ -206,12 +213,13 @@ void Adam<T>::step() {
     const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(t));
     const T step_size = static_cast<T>(lr / bc1);
     const T sqrt_bc2 = static_cast<T>(std::sqrt(bc2));
-    const std::size_t n = w.size();
+    const std::ptrdiff_t n = std::ptrdiff_t(w.size());
     T* wp = w.data();
     const T* gp = g.data();
     T* mp = exp_avg_[i].data();
     T* vp = exp_avg_sq_[i].data();
-    for (std::size_t k = 0; k < n; ++k) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
+    for (std::ptrdiff_t k = 0; k < n; ++k) {
       const T d = gp[k] + l2 * wp[k];
       const T m = beta1 * mp[k] + one_m_beta1 * d;
       const T v = beta2 * vp[k] + one_m_beta2 * d * d;
