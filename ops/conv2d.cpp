@@ -1,11 +1,13 @@
 // conv2d: NCHW convolution with per-axis stride, padding and dilation, and groups.
 // Per image and group: im2col of a band of output rows into a per-thread buffer that stays in L2,
-// then one GEMM on raw pointers. OpenMP runs over the images; OpenBLAS stays single-threaded.
+// then one GEMM on raw pointers; few-channel float layers use direct kernels instead. OpenMP runs
+// over the images; OpenBLAS stays single-threaded. The kernels are in src/conv_kernels.hpp
+// (src/conv_im2col.cpp, src/conv_direct.cpp); this file owns validation, the forward and backward
+// drivers, the per-thread buffers and the registry entry.
 #include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -14,10 +16,8 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 
+#include "../src/conv_kernels.hpp"
 #include "xgrad/blas.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
@@ -27,7 +27,18 @@ namespace xgrad {
 
 namespace {
 
-using Index = std::ptrdiff_t;
+using detail::col2im_band;
+using detail::ConvGeom;
+using detail::direct_eligible;
+using detail::im2col_band;
+using detail::Index;
+using detail::pad_image;
+using detail::unpad_image;
+#ifdef __AVX512F__
+using detail::direct_dw;
+using detail::direct_dw_finish;
+using detail::direct_forward;
+#endif
 
 // Bytes of im2col buffer per band: large enough for an efficient GEMM, small enough for L2.
 constexpr std::size_t kColBudgetBytes = 1024 * 1024;
@@ -35,21 +46,6 @@ constexpr std::size_t kColBudgetBytes = 1024 * 1024;
 // The largest C (in entries) for which OpenBLAS 0.3.21 (SkylakeX) runs a transposed-B product
 // in its small-matrix kernel.
 constexpr int kSmallGemmC = 1200;
-
-// Every size of one convolution, checked once in conv2d().
-struct ConvGeom {
-  int n, c, h, w;  // input
-  int co, kh, kw;  // weight
-  int sh, sw, ph, pw, dh, dw, groups;
-  int ho, wo;      // output
-  int hp, wp;      // padded input: h + 2·ph, w + 2·pw
-  bool padded;     // ph or pw > 0: images are staged with zero borders
-  int cg, cog;     // channels per group, in and out
-  int k;           // rows of a group's column matrix: cg·kh·kw
-  Index l;         // output positions per image: ho·wo
-  int band_rows;   // output rows per im2col band
-  bool pointwise;  // 1x1, stride 1, no padding: the input image is its own column matrix
-};
 
 int omp_threads() {
 #ifdef _OPENMP
@@ -84,431 +80,6 @@ int band_pitch(const ConvGeom& g) {
   constexpr int line = int(64 / sizeof(T));
   return (g.band_rows * g.wo + line - 1) / line * line;
 }
-
-// d[0..n) = s[0..n) and d[0..n) += s[0..n) for the short rows of im2col and col2im (often under
-// 32 elements, where a memcpy call costs more than the copy). AVX-512 masks cover the tail.
-inline void copy_row(const float* s, float* d, int n) {
-#ifdef __AVX512F__
-  int j = 0;
-  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(d + j, _mm512_loadu_ps(s + j));
-  if (j < n) {
-    const __mmask16 m = __mmask16((1u << (n - j)) - 1);
-    _mm512_mask_storeu_ps(d + j, m, _mm512_maskz_loadu_ps(m, s + j));
-  }
-#else
-  std::memcpy(d, s, sizeof(float) * std::size_t(n));
-#endif
-}
-
-inline void copy_row(const double* s, double* d, int n) {
-#ifdef __AVX512F__
-  int j = 0;
-  for (; j + 8 <= n; j += 8) _mm512_storeu_pd(d + j, _mm512_loadu_pd(s + j));
-  if (j < n) {
-    const __mmask8 m = __mmask8((1u << (n - j)) - 1);
-    _mm512_mask_storeu_pd(d + j, m, _mm512_maskz_loadu_pd(m, s + j));
-  }
-#else
-  std::memcpy(d, s, sizeof(double) * std::size_t(n));
-#endif
-}
-
-inline void add_row(const float* s, float* d, int n) {
-#ifdef __AVX512F__
-  int j = 0;
-  for (; j + 16 <= n; j += 16)
-    _mm512_storeu_ps(d + j, _mm512_add_ps(_mm512_loadu_ps(d + j), _mm512_loadu_ps(s + j)));
-  if (j < n) {
-    const __mmask16 m = __mmask16((1u << (n - j)) - 1);
-    _mm512_mask_storeu_ps(
-        d + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), _mm512_maskz_loadu_ps(m, s + j)));
-  }
-#else
-  for (int j = 0; j < n; ++j) d[j] += s[j];
-#endif
-}
-
-inline void add_row(const double* s, double* d, int n) {
-#ifdef __AVX512F__
-  int j = 0;
-  for (; j + 8 <= n; j += 8)
-    _mm512_storeu_pd(d + j, _mm512_add_pd(_mm512_loadu_pd(d + j), _mm512_loadu_pd(s + j)));
-  if (j < n) {
-    const __mmask8 m = __mmask8((1u << (n - j)) - 1);
-    _mm512_mask_storeu_pd(
-        d + j, m, _mm512_add_pd(_mm512_maskz_loadu_pd(m, d + j), _mm512_maskz_loadu_pd(m, s + j)));
-  }
-#else
-  for (int j = 0; j < n; ++j) d[j] += s[j];
-#endif
-}
-
-// Copies the c planes of an image (h×w) into the interior of hp×wp planes with zero borders.
-template <class T>
-void pad_image(const T* x, const ConvGeom& g, T* xp) {
-  for (int ci = 0; ci < g.c; ++ci) {
-    const T* src = x + Index(ci) * g.h * g.w;
-    T* dst = xp + Index(ci) * g.hp * g.wp;
-    std::fill(dst, dst + Index(g.ph) * g.wp, T(0));
-    for (int i = 0; i < g.h; ++i) {
-      T* r = dst + Index(i + g.ph) * g.wp;
-      std::fill(r, r + g.pw, T(0));
-      copy_row(src + Index(i) * g.w, r + g.pw, g.w);
-      std::fill(r + g.pw + g.w, r + g.wp, T(0));
-    }
-    std::fill(dst + Index(g.ph + g.h) * g.wp, dst + Index(g.hp) * g.wp, T(0));
-  }
-}
-
-// col[(ci·kh + p)·kw + q][(i - i0)·wo + j] = xp[ci, i·sh + p·dh, j·sw + q·dw] for output rows
-// i in [i0, i1), rows `lt` apart, where xp is the group's first channel of a padded image (hp×wp
-// planes): every read is in bounds, so the rows are plain copies.
-template <class T>
-void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col, Index lt) {
-  const Index plane = Index(g.hp) * g.wp;
-#ifdef __AVX512F__
-  if constexpr (std::is_same_v<T, float>) {
-    // Short rows (LeNet conv2: 10 floats, the convnet's conv2: 24): one or two masked copies per
-    // row with the masks made once.
-    if (g.sw == 1 && g.wo <= 32) {
-      const __mmask16 m0 = __mmask16(g.wo >= 16 ? 0xFFFFu : (1u << g.wo) - 1);
-      const int rest = g.wo - 16;
-      const __mmask16 m1 = __mmask16(rest >= 16 ? 0xFFFFu : rest > 0 ? (1u << rest) - 1 : 0u);
-      const Index step = Index(g.sh) * g.wp;
-      for (int ci = 0; ci < g.cg; ++ci)
-        for (int p = 0; p < g.kh; ++p)
-          for (int q = 0; q < g.kw; ++q) {
-            float* r = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
-            const float* s =
-                xp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw + Index(i0) * step;
-            if (rest > 0) {
-              for (int i = i0; i < i1; ++i, s += step, r += g.wo) {
-                _mm512_storeu_ps(r, _mm512_loadu_ps(s));
-                _mm512_mask_storeu_ps(r + 16, m1, _mm512_maskz_loadu_ps(m1, s + 16));
-              }
-            } else {
-              for (int i = i0; i < i1; ++i, s += step, r += g.wo)
-                _mm512_mask_storeu_ps(r, m0, _mm512_maskz_loadu_ps(m0, s));
-            }
-          }
-      return;
-    }
-  }
-#endif
-  for (int ci = 0; ci < g.cg; ++ci)
-    for (int p = 0; p < g.kh; ++p)
-      for (int q = 0; q < g.kw; ++q) {
-        T* row = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
-        const T* src = xp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw;
-        for (int i = i0; i < i1; ++i) {
-          const T* s = src + Index(i) * g.sh * g.wp;
-          T* r = row + Index(i - i0) * g.wo;
-          if (g.sw == 1) {
-            copy_row(s, r, g.wo);
-          } else {
-            for (int j = 0; j < g.wo; ++j) r[j] = s[Index(j) * g.sw];
-          }
-        }
-      }
-}
-
-#ifdef __AVX512F__
-// col2im_band for float, column stride 1 and no column dilation. Each destination row is loaded
-// and stored once per band: its kh·kw contributions (shifted column rows) are summed in
-// registers, 16 lanes at a time. Rows go even then odd, so a row is never loaded right after
-// its neighbour's overlapping store (a store-forwarding stall for masked accesses).
-void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* dxp, Index lt) {
-  const Index plane = Index(g.hp) * g.wp;
-  const int span = g.wo + g.kw - 1;  // destination columns touched per row
-  const int r0 = i0 * g.sh, r1 = (i1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-  const int chunks = (span + 15) / 16;
-  // masks[c·kw + q]: lanes x of chunk c with 0 <= 16c + x - q < wo, which take row q's element
-  // 16c + x - q.
-  std::vector<__mmask16> masks(std::size_t(chunks) * std::size_t(g.kw));
-  for (int c = 0; c < chunks; ++c)
-    for (int q = 0; q < g.kw; ++q) {
-      const int lo = std::max(0, q - 16 * c), hi = std::min(16, q - 16 * c + g.wo);
-      masks[std::size_t(c * g.kw + q)] =
-          hi <= lo ? __mmask16(0)
-                   : __mmask16((hi >= 16 ? 0xFFFFu : (1u << hi) - 1) & ~((1u << lo) - 1));
-    }
-  for (int ci = 0; ci < g.cg; ++ci)
-    for (int parity = 0; parity < 2; ++parity)
-      for (int r = r0 + parity; r < r1; r += 2) {
-        float* d = dxp + ci * plane + Index(r) * g.wp;
-        for (int c = 0; c < chunks; ++c) {
-          const int c0 = 16 * c;
-          const int n = std::min(16, span - c0);
-          const __mmask16 ms = __mmask16(n >= 16 ? 0xFFFFu : (1u << n) - 1);
-          const __mmask16* mq = masks.data() + std::size_t(c) * std::size_t(g.kw);
-          // Two accumulators halve the dependent add chain (kh·kw adds per row).
-          __m512 va = _mm512_maskz_loadu_ps(ms, d + c0), vb = _mm512_setzero_ps();
-          for (int p = 0; p < g.kh; ++p) {
-            const int t = r - p * g.dh;  // = i·sh for the output row i that reads row r
-            if (t < i0 * g.sh || t % g.sh != 0) continue;
-            const int i = t / g.sh;
-            if (i >= i1) continue;
-            const float* rows = col + Index(ci * g.kh + p) * g.kw * lt + Index(i - i0) * g.wo + c0;
-            int q = 0;
-            for (; q + 1 < g.kw; q += 2) {
-              va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
-              vb = _mm512_add_ps(vb, _mm512_maskz_loadu_ps(mq[q + 1], rows + (q + 1) * lt - q - 1));
-            }
-            if (q < g.kw) va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
-          }
-          _mm512_mask_storeu_ps(d + c0, ms, _mm512_add_ps(va, vb));
-        }
-      }
-}
-#endif
-
-// The adjoint of im2col_band: dxp[ci, ...] += col[...], into a padded gradient image.
-template <class T>
-void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index lt) {
-#ifdef __AVX512F__
-  if constexpr (std::is_same_v<T, float>) {
-    if (g.sw == 1 && g.dw == 1) {
-      col2im_band_s1(col, g, i0, i1, dxp, lt);
-      return;
-    }
-  }
-#endif
-  const Index plane = Index(g.hp) * g.wp;
-  for (int ci = 0; ci < g.cg; ++ci)
-    for (int p = 0; p < g.kh; ++p)
-      for (int q = 0; q < g.kw; ++q) {
-        const T* row = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
-        T* dst = dxp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw;
-        for (int i = i0; i < i1; ++i) {
-          T* d = dst + Index(i) * g.sh * g.wp;
-          const T* r = row + Index(i - i0) * g.wo;
-          if (g.sw == 1) {
-            add_row(r, d, g.wo);
-          } else {
-            for (int j = 0; j < g.wo; ++j) d[Index(j) * g.sw] += r[j];
-          }
-        }
-      }
-}
-
-// Direct convolution for few input channels (LeNet's and the convnet's first layer, C_in = 1):
-// K = C_in·kh·kw <= kDirectMaxK, stride 1, no dilation, one group, float with AVX-512. It reads
-// the (padded) image in place, with no column matrix. Output rows are split into 16-lane blocks
-// (the last one masked).
-constexpr int kDirectMaxK = 28;
-
-bool direct_eligible(const ConvGeom& g) {
-  return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.k <= kDirectMaxK &&
-         !g.pointwise;
-}
-
-#ifdef __AVX512F__
-inline __mmask16 lanes16(int n) {
-  return n <= 0 ? __mmask16(0) : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
-
-// y[o0 + o, i, :] for o < NC: bias + Σ_k w[o0 + o, k]·x_k, x_k the shifted input rows. JB
-// 16-lane blocks of a row at once: NC·JB independent accumulators hide the FMA latency and each
-// broadcast weight serves JB blocks.
-template <int NC, int JB>
-void direct_forward_chunk(const float* xp, const float* w, const float* b, float* y,
-                          const ConvGeom& g, int o0) {
-  const Index plane = Index(g.hp) * g.wp;
-  const int k = g.k;
-  for (int i = 0; i < g.ho; ++i)
-    for (int j0 = 0; j0 < g.wo; j0 += 16 * JB) {
-      __mmask16 m[JB];
-      for (int jb = 0; jb < JB; ++jb) m[jb] = lanes16(g.wo - j0 - 16 * jb);
-      __m512 acc[NC][JB];
-      for (int o = 0; o < NC; ++o) {
-        const __m512 init = b != nullptr ? _mm512_set1_ps(b[o0 + o]) : _mm512_setzero_ps();
-        for (int jb = 0; jb < JB; ++jb) acc[o][jb] = init;
-      }
-      int kk = 0;
-      for (int ci = 0; ci < g.c; ++ci)
-        for (int p = 0; p < g.kh; ++p) {
-          const float* row = xp + ci * plane + Index(i + p) * g.wp + j0;
-          for (int q = 0; q < g.kw; ++q, ++kk) {
-            __m512 xv[JB];
-            for (int jb = 0; jb < JB; ++jb)
-              xv[jb] = _mm512_maskz_loadu_ps(m[jb], row + q + 16 * jb);
-            for (int o = 0; o < NC; ++o) {
-              const __m512 wv = _mm512_set1_ps(w[Index(o0 + o) * k + kk]);
-              for (int jb = 0; jb < JB; ++jb) acc[o][jb] = _mm512_fmadd_ps(wv, xv[jb], acc[o][jb]);
-            }
-          }
-        }
-      for (int jb = 0; jb < JB; ++jb) {
-        if (j0 + 16 * jb >= g.wo) break;  // no all-false-mask stores (see max_pool2d)
-        for (int o = 0; o < NC; ++o)
-          _mm512_mask_storeu_ps(y + Index(o0 + o) * g.l + Index(i) * g.wo + j0 + 16 * jb, m[jb],
-                                acc[o][jb]);
-      }
-    }
-}
-
-using ForwardChunkFn = void (*)(const float*, const float*, const float*, float*, const ConvGeom&,
-                                int);
-
-// direct_forward_chunk<1, JB> ... <sizeof(N), JB>, indexed by the chunk's channels minus one.
-template <int JB, int... N>
-constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
-    std::integer_sequence<int, N...>) {
-  return {&direct_forward_chunk<N + 1, JB>...};
-}
-
-template <int JB>
-void direct_forward_jb(const float* xp, const float* w, const float* b, float* y,
-                       const ConvGeom& g) {
-  // Channel chunks of at most 24 / JB (16 for JB = 1) accumulators, as even as possible.
-  constexpr int kMax = JB == 1 ? 16 : 24 / JB;
-  const int chunks = (g.co + kMax - 1) / kMax;
-  const int per = (g.co + chunks - 1) / chunks;
-  for (int o0 = 0; o0 < g.co; o0 += per) {
-    const int nc = std::min(per, g.co - o0);
-    static constexpr auto table = forward_chunk_table<JB>(std::make_integer_sequence<int, kMax>{});
-    table[std::size_t(nc - 1)](xp, w, b, y, g, o0);
-  }
-}
-
-void direct_forward(const float* xp, const float* w, const float* b, float* y, const ConvGeom& g) {
-  // Two blocks when a row needs them and the channels fit one chunk (measured: the convnet's
-  // 32 channels ran faster as two chunks of 16 with one block).
-  if (g.wo > 16 && g.co <= 12)
-    direct_forward_jb<2>(xp, w, b, y, g);
-  else
-    direct_forward_jb<1>(xp, w, b, y, g);
-}
-
-// vacc[o, k, :] += Σ_{i,j} gy[o, i, j]·x_k[i, j], lane-wise (lanes are summed once at the end
-// of the pass, see direct_dw_finish), for OB channels from o0 at a time and K = g.k taps: OB·K
-// vector accumulators in registers; the taps' offsets come from a table so that the tap loop
-// has a compile-time trip count.
-template <int K, int OB>
-void direct_dw_chunk(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
-                     int ob, const Index* off) {
-  __m512 acc[OB][K];
-  for (int o = 0; o < OB; ++o)
-    for (int t = 0; t < K; ++t) acc[o][t] = _mm512_setzero_ps();
-  for (int i = 0; i < g.ho; ++i)
-    for (int j0 = 0; j0 < g.wo; j0 += 16) {
-      const __mmask16 m = lanes16(g.wo - j0);
-      __m512 gv[OB];
-#pragma GCC unroll 32
-      for (int o = 0; o < OB; ++o)
-        gv[o] = o < ob ? _mm512_maskz_loadu_ps(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0)
-                       : _mm512_setzero_ps();
-      const float* base = xp + Index(i) * g.wp + j0;
-#pragma GCC unroll 32
-      for (int t = 0; t < K; ++t) {
-        const __m512 xv = _mm512_maskz_loadu_ps(m, base + off[t]);
-        for (int o = 0; o < OB; ++o) acc[o][t] = _mm512_fmadd_ps(gv[o], xv, acc[o][t]);
-      }
-    }
-    // Compile-time indices only (a runtime bound here made GCC keep acc in memory, storing it
-    // after every FMA).
-#pragma GCC unroll 32
-  for (int o = 0; o < OB; ++o) {
-    if (o >= ob) break;
-#pragma GCC unroll 32
-    for (int t = 0; t < K; ++t) {
-      float* a = vacc + (Index(o0 + o) * K + t) * 16;
-      _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
-    }
-  }
-}
-
-// direct_dw_chunk for one input channel and a KH×KW kernel known at compile time: taps are
-// addressed from KH row pointers with immediate column offsets, so no offset table competes with
-// the K accumulators for registers.
-template <int KH, int KW, int OB>
-void direct_dw_chunk_c1(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
-                        int ob) {
-  constexpr int K = KH * KW;
-  __m512 acc[OB][K];
-#pragma GCC unroll 32
-  for (int o = 0; o < OB; ++o)
-#pragma GCC unroll 32
-    for (int t = 0; t < K; ++t) acc[o][t] = _mm512_setzero_ps();
-  const Index wp = g.wp;
-  for (int i = 0; i < g.ho; ++i)
-    for (int j0 = 0; j0 < g.wo; j0 += 16) {
-      const __mmask16 m = lanes16(g.wo - j0);
-      __m512 gv[OB];
-#pragma GCC unroll 32
-      for (int o = 0; o < OB; ++o)
-        gv[o] = o < ob ? _mm512_maskz_loadu_ps(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0)
-                       : _mm512_setzero_ps();
-      const float* base = xp + Index(i) * wp + j0;
-#pragma GCC unroll 8
-      for (int p = 0; p < KH; ++p) {
-        const float* row = base + p * wp;
-#pragma GCC unroll 8
-        for (int q = 0; q < KW; ++q) {
-          const __m512 xv = _mm512_maskz_loadu_ps(m, row + q);
-#pragma GCC unroll 32
-          for (int o = 0; o < OB; ++o)
-            acc[o][p * KW + q] = _mm512_fmadd_ps(gv[o], xv, acc[o][p * KW + q]);
-        }
-      }
-    }
-#pragma GCC unroll 32
-  for (int o = 0; o < OB; ++o) {
-    if (o >= ob) break;
-#pragma GCC unroll 32
-    for (int t = 0; t < K; ++t) {
-      float* a = vacc + (Index(o0 + o) * K + t) * 16;
-      _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
-    }
-  }
-}
-
-template <int K>
-void direct_dw_k(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
-  if constexpr (K == 25 || K == 9) {  // 5×5 (LeNet) and 3×3 (convnet) over one channel
-    constexpr int KS = K == 25 ? 5 : 3;
-    constexpr int OB = std::max(1, 27 / K);
-    if (g.c == 1 && g.kh == KS && g.kw == KS) {
-      for (int o0 = 0; o0 < g.co; o0 += OB)
-        direct_dw_chunk_c1<KS, KS, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0));
-      return;
-    }
-  }
-  constexpr int OB = std::max(1, kDirectMaxK / K);
-  Index off[K];
-  const Index plane = Index(g.hp) * g.wp;
-  int t = 0;
-  for (int ci = 0; ci < g.c; ++ci)
-    for (int p = 0; p < g.kh; ++p)
-      for (int q = 0; q < g.kw; ++q) off[t++] = ci * plane + Index(p) * g.wp + q;
-  for (int o0 = 0; o0 < g.co; o0 += OB)
-    direct_dw_chunk<K, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0), off);
-}
-
-using DwFn = void (*)(const float*, const float*, float*, const ConvGeom&);
-
-// direct_dw_k<1> ... <sizeof(N)>, indexed by K minus one.
-template <int... N>
-constexpr std::array<DwFn, sizeof...(N)> dw_table(std::integer_sequence<int, N...>) {
-  return {&direct_dw_k<N + 1>...};
-}
-
-// One image's contribution to the lane-wise accumulators vacc (co·k·16 floats).
-void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
-  static constexpr auto table = dw_table(std::make_integer_sequence<int, kDirectMaxK>{});
-  table[std::size_t(g.k - 1)](xp, gy, vacc, g);
-}
-
-// dw[i] += the sum of the 16 lanes of vacc[i], for co·k entries.
-void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g) {
-  const Index n = Index(g.co) * g.k;
-  for (Index e = 0; e < n; ++e) {
-    float s = 0;
-    for (int lane = 0; lane < 16; ++lane) s += vacc[e * 16 + lane];
-    dw[e] += s;
-  }
-}
-#endif
 
 template <class T>
 void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
@@ -694,10 +265,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
         }
       }
       if (dxn != nullptr && g.padded)  // the interior of the padded gradient is dX
-        for (int ci = 0; ci < g.c; ++ci)
-          for (int i = 0; i < g.h; ++i)
-            copy_row(dxp + (Index(ci) * g.hp + i + g.ph) * g.wp + g.pw,
-                     dxn + (Index(ci) * g.h + i) * g.w, g.w);
+        unpad_image(dxp, g, dxn);
     }
 #ifdef __AVX512F__
     if constexpr (std::is_same_v<T, float>)

@@ -1,0 +1,231 @@
+// The direct conv2d kernels for few input channels (declared in conv_kernels.hpp): float with
+// AVX-512 only. Each public entry dispatches through a constexpr table to a kernel specialised on
+// its channel count (forward) or tap count (dW), so the accumulators live in registers.
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <utility>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include "conv_kernels.hpp"
+
+namespace xgrad::detail {
+
+#ifdef __AVX512F__
+
+namespace {
+
+inline __mmask16 lanes16(int n) {
+  return n <= 0 ? __mmask16(0) : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+// y[o0 + o, i, :] for o < NC: bias + Σ_k w[o0 + o, k]·x_k, x_k the shifted input rows. JB
+// 16-lane blocks of a row at once: NC·JB independent accumulators hide the FMA latency and each
+// broadcast weight serves JB blocks.
+template <int NC, int JB>
+void direct_forward_chunk(const float* xp, const float* w, const float* b, float* y,
+                          const ConvGeom& g, int o0) {
+  const Index plane = Index(g.hp) * g.wp;
+  const int k = g.k;
+  for (int i = 0; i < g.ho; ++i)
+    for (int j0 = 0; j0 < g.wo; j0 += 16 * JB) {
+      __mmask16 m[JB];
+      for (int jb = 0; jb < JB; ++jb) m[jb] = lanes16(g.wo - j0 - 16 * jb);
+      __m512 acc[NC][JB];
+      for (int o = 0; o < NC; ++o) {
+        const __m512 init = b != nullptr ? _mm512_set1_ps(b[o0 + o]) : _mm512_setzero_ps();
+        for (int jb = 0; jb < JB; ++jb) acc[o][jb] = init;
+      }
+      int kk = 0;
+      for (int ci = 0; ci < g.c; ++ci)
+        for (int p = 0; p < g.kh; ++p) {
+          const float* row = xp + ci * plane + Index(i + p) * g.wp + j0;
+          for (int q = 0; q < g.kw; ++q, ++kk) {
+            __m512 xv[JB];
+            for (int jb = 0; jb < JB; ++jb)
+              xv[jb] = _mm512_maskz_loadu_ps(m[jb], row + q + 16 * jb);
+            for (int o = 0; o < NC; ++o) {
+              const __m512 wv = _mm512_set1_ps(w[Index(o0 + o) * k + kk]);
+              for (int jb = 0; jb < JB; ++jb) acc[o][jb] = _mm512_fmadd_ps(wv, xv[jb], acc[o][jb]);
+            }
+          }
+        }
+      for (int jb = 0; jb < JB; ++jb) {
+        if (j0 + 16 * jb >= g.wo) break;  // no all-false-mask stores (see max_pool2d)
+        for (int o = 0; o < NC; ++o)
+          _mm512_mask_storeu_ps(y + Index(o0 + o) * g.l + Index(i) * g.wo + j0 + 16 * jb, m[jb],
+                                acc[o][jb]);
+      }
+    }
+}
+
+using ForwardChunkFn = void (*)(const float*, const float*, const float*, float*, const ConvGeom&,
+                                int);
+
+// direct_forward_chunk<1, JB> ... <sizeof(N), JB>, indexed by the chunk's channels minus one.
+template <int JB, int... N>
+constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
+    std::integer_sequence<int, N...>) {
+  return {&direct_forward_chunk<N + 1, JB>...};
+}
+
+template <int JB>
+void direct_forward_jb(const float* xp, const float* w, const float* b, float* y,
+                       const ConvGeom& g) {
+  // Channel chunks of at most 24 / JB (16 for JB = 1) accumulators, as even as possible.
+  constexpr int kMax = JB == 1 ? 16 : 24 / JB;
+  const int chunks = (g.co + kMax - 1) / kMax;
+  const int per = (g.co + chunks - 1) / chunks;
+  for (int o0 = 0; o0 < g.co; o0 += per) {
+    const int nc = std::min(per, g.co - o0);
+    static constexpr auto table = forward_chunk_table<JB>(std::make_integer_sequence<int, kMax>{});
+    table[std::size_t(nc - 1)](xp, w, b, y, g, o0);
+  }
+}
+
+// vacc[o, k, :] += Σ_{i,j} gy[o, i, j]·x_k[i, j], lane-wise (lanes are summed once at the end
+// of the pass, see direct_dw_finish), for OB channels from o0 at a time and K = g.k taps: OB·K
+// vector accumulators in registers; the taps' offsets come from a table so that the tap loop
+// has a compile-time trip count.
+template <int K, int OB>
+void direct_dw_chunk(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
+                     int ob, const Index* off) {
+  __m512 acc[OB][K];
+  for (int o = 0; o < OB; ++o)
+    for (int t = 0; t < K; ++t) acc[o][t] = _mm512_setzero_ps();
+  for (int i = 0; i < g.ho; ++i)
+    for (int j0 = 0; j0 < g.wo; j0 += 16) {
+      const __mmask16 m = lanes16(g.wo - j0);
+      __m512 gv[OB];
+#pragma GCC unroll 32
+      for (int o = 0; o < OB; ++o)
+        gv[o] = o < ob ? _mm512_maskz_loadu_ps(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0)
+                       : _mm512_setzero_ps();
+      const float* base = xp + Index(i) * g.wp + j0;
+#pragma GCC unroll 32
+      for (int t = 0; t < K; ++t) {
+        const __m512 xv = _mm512_maskz_loadu_ps(m, base + off[t]);
+        for (int o = 0; o < OB; ++o) acc[o][t] = _mm512_fmadd_ps(gv[o], xv, acc[o][t]);
+      }
+    }
+    // Compile-time indices only (a runtime bound here made GCC keep acc in memory, storing it
+    // after every FMA).
+#pragma GCC unroll 32
+  for (int o = 0; o < OB; ++o) {
+    if (o >= ob) break;
+#pragma GCC unroll 32
+    for (int t = 0; t < K; ++t) {
+      float* a = vacc + (Index(o0 + o) * K + t) * 16;
+      _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
+    }
+  }
+}
+
+// direct_dw_chunk for one input channel and a KH×KW kernel known at compile time: taps are
+// addressed from KH row pointers with immediate column offsets, so no offset table competes with
+// the K accumulators for registers.
+template <int KH, int KW, int OB>
+void direct_dw_chunk_c1(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
+                        int ob) {
+  constexpr int K = KH * KW;
+  __m512 acc[OB][K];
+#pragma GCC unroll 32
+  for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 32
+    for (int t = 0; t < K; ++t) acc[o][t] = _mm512_setzero_ps();
+  const Index wp = g.wp;
+  for (int i = 0; i < g.ho; ++i)
+    for (int j0 = 0; j0 < g.wo; j0 += 16) {
+      const __mmask16 m = lanes16(g.wo - j0);
+      __m512 gv[OB];
+#pragma GCC unroll 32
+      for (int o = 0; o < OB; ++o)
+        gv[o] = o < ob ? _mm512_maskz_loadu_ps(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0)
+                       : _mm512_setzero_ps();
+      const float* base = xp + Index(i) * wp + j0;
+#pragma GCC unroll 8
+      for (int p = 0; p < KH; ++p) {
+        const float* row = base + p * wp;
+#pragma GCC unroll 8
+        for (int q = 0; q < KW; ++q) {
+          const __m512 xv = _mm512_maskz_loadu_ps(m, row + q);
+#pragma GCC unroll 32
+          for (int o = 0; o < OB; ++o)
+            acc[o][p * KW + q] = _mm512_fmadd_ps(gv[o], xv, acc[o][p * KW + q]);
+        }
+      }
+    }
+#pragma GCC unroll 32
+  for (int o = 0; o < OB; ++o) {
+    if (o >= ob) break;
+#pragma GCC unroll 32
+    for (int t = 0; t < K; ++t) {
+      float* a = vacc + (Index(o0 + o) * K + t) * 16;
+      _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
+    }
+  }
+}
+
+template <int K>
+void direct_dw_k(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
+  if constexpr (K == 25 || K == 9) {  // 5×5 (LeNet) and 3×3 (convnet) over one channel
+    constexpr int KS = K == 25 ? 5 : 3;
+    constexpr int OB = std::max(1, 27 / K);
+    if (g.c == 1 && g.kh == KS && g.kw == KS) {
+      for (int o0 = 0; o0 < g.co; o0 += OB)
+        direct_dw_chunk_c1<KS, KS, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0));
+      return;
+    }
+  }
+  constexpr int OB = std::max(1, kDirectMaxK / K);
+  Index off[K];
+  const Index plane = Index(g.hp) * g.wp;
+  int t = 0;
+  for (int ci = 0; ci < g.c; ++ci)
+    for (int p = 0; p < g.kh; ++p)
+      for (int q = 0; q < g.kw; ++q) off[t++] = ci * plane + Index(p) * g.wp + q;
+  for (int o0 = 0; o0 < g.co; o0 += OB)
+    direct_dw_chunk<K, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0), off);
+}
+
+using DwFn = void (*)(const float*, const float*, float*, const ConvGeom&);
+
+// direct_dw_k<1> ... <sizeof(N)>, indexed by K minus one.
+template <int... N>
+constexpr std::array<DwFn, sizeof...(N)> dw_table(std::integer_sequence<int, N...>) {
+  return {&direct_dw_k<N + 1>...};
+}
+
+}  // namespace
+
+void direct_forward(const float* xp, const float* w, const float* b, float* y, const ConvGeom& g) {
+  // Two blocks when a row needs them and the channels fit one chunk (measured: the convnet's
+  // 32 channels ran faster as two chunks of 16 with one block).
+  if (g.wo > 16 && g.co <= 12)
+    direct_forward_jb<2>(xp, w, b, y, g);
+  else
+    direct_forward_jb<1>(xp, w, b, y, g);
+}
+
+// One image's contribution to the lane-wise accumulators vacc (co·k·16 floats).
+void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
+  static constexpr auto table = dw_table(std::make_integer_sequence<int, kDirectMaxK>{});
+  table[std::size_t(g.k - 1)](xp, gy, vacc, g);
+}
+
+// dw[i] += the sum of the 16 lanes of vacc[i], for co·k entries.
+void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g) {
+  const Index n = Index(g.co) * g.k;
+  for (Index e = 0; e < n; ++e) {
+    float s = 0;
+    for (int lane = 0; lane < 16; ++lane) s += vacc[e * 16 + lane];
+    dw[e] += s;
+  }
+}
+
+#endif  // __AVX512F__
+
+}  // namespace xgrad::detail

@@ -1,0 +1,243 @@
+// Zero padding and the im2col / col2im bands of conv2d (declared in conv_kernels.hpp), for float
+// and double. The short-row copies stay in this file so that they inline into the band loops.
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include "conv_kernels.hpp"
+
+namespace xgrad::detail {
+
+namespace {
+
+// d[0..n) = s[0..n) and d[0..n) += s[0..n) for the short rows of im2col and col2im (often under
+// 32 elements, where a memcpy call costs more than the copy). AVX-512 masks cover the tail.
+inline void copy_row(const float* s, float* d, int n) {
+#ifdef __AVX512F__
+  int j = 0;
+  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(d + j, _mm512_loadu_ps(s + j));
+  if (j < n) {
+    const __mmask16 m = __mmask16((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(d + j, m, _mm512_maskz_loadu_ps(m, s + j));
+  }
+#else
+  std::memcpy(d, s, sizeof(float) * std::size_t(n));
+#endif
+}
+
+inline void copy_row(const double* s, double* d, int n) {
+#ifdef __AVX512F__
+  int j = 0;
+  for (; j + 8 <= n; j += 8) _mm512_storeu_pd(d + j, _mm512_loadu_pd(s + j));
+  if (j < n) {
+    const __mmask8 m = __mmask8((1u << (n - j)) - 1);
+    _mm512_mask_storeu_pd(d + j, m, _mm512_maskz_loadu_pd(m, s + j));
+  }
+#else
+  std::memcpy(d, s, sizeof(double) * std::size_t(n));
+#endif
+}
+
+inline void add_row(const float* s, float* d, int n) {
+#ifdef __AVX512F__
+  int j = 0;
+  for (; j + 16 <= n; j += 16)
+    _mm512_storeu_ps(d + j, _mm512_add_ps(_mm512_loadu_ps(d + j), _mm512_loadu_ps(s + j)));
+  if (j < n) {
+    const __mmask16 m = __mmask16((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(
+        d + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), _mm512_maskz_loadu_ps(m, s + j)));
+  }
+#else
+  for (int j = 0; j < n; ++j) d[j] += s[j];
+#endif
+}
+
+inline void add_row(const double* s, double* d, int n) {
+#ifdef __AVX512F__
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm512_storeu_pd(d + j, _mm512_add_pd(_mm512_loadu_pd(d + j), _mm512_loadu_pd(s + j)));
+  if (j < n) {
+    const __mmask8 m = __mmask8((1u << (n - j)) - 1);
+    _mm512_mask_storeu_pd(
+        d + j, m, _mm512_add_pd(_mm512_maskz_loadu_pd(m, d + j), _mm512_maskz_loadu_pd(m, s + j)));
+  }
+#else
+  for (int j = 0; j < n; ++j) d[j] += s[j];
+#endif
+}
+
+#ifdef __AVX512F__
+// col2im_band for float, column stride 1 and no column dilation. Each destination row is loaded
+// and stored once per band: its kh·kw contributions (shifted column rows) are summed in
+// registers, 16 lanes at a time. Rows go even then odd, so a row is never loaded right after
+// its neighbour's overlapping store (a store-forwarding stall for masked accesses).
+void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* dxp, Index lt) {
+  const Index plane = Index(g.hp) * g.wp;
+  const int span = g.wo + g.kw - 1;  // destination columns touched per row
+  const int r0 = i0 * g.sh, r1 = (i1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  const int chunks = (span + 15) / 16;
+  // masks[c·kw + q]: lanes x of chunk c with 0 <= 16c + x - q < wo, which take row q's element
+  // 16c + x - q.
+  std::vector<__mmask16> masks(std::size_t(chunks) * std::size_t(g.kw));
+  for (int c = 0; c < chunks; ++c)
+    for (int q = 0; q < g.kw; ++q) {
+      const int lo = std::max(0, q - 16 * c), hi = std::min(16, q - 16 * c + g.wo);
+      masks[std::size_t(c * g.kw + q)] =
+          hi <= lo ? __mmask16(0)
+                   : __mmask16((hi >= 16 ? 0xFFFFu : (1u << hi) - 1) & ~((1u << lo) - 1));
+    }
+  for (int ci = 0; ci < g.cg; ++ci)
+    for (int parity = 0; parity < 2; ++parity)
+      for (int r = r0 + parity; r < r1; r += 2) {
+        float* d = dxp + ci * plane + Index(r) * g.wp;
+        for (int c = 0; c < chunks; ++c) {
+          const int c0 = 16 * c;
+          const int n = std::min(16, span - c0);
+          const __mmask16 ms = __mmask16(n >= 16 ? 0xFFFFu : (1u << n) - 1);
+          const __mmask16* mq = masks.data() + std::size_t(c) * std::size_t(g.kw);
+          // Two accumulators halve the dependent add chain (kh·kw adds per row).
+          __m512 va = _mm512_maskz_loadu_ps(ms, d + c0), vb = _mm512_setzero_ps();
+          for (int p = 0; p < g.kh; ++p) {
+            const int t = r - p * g.dh;  // = i·sh for the output row i that reads row r
+            if (t < i0 * g.sh || t % g.sh != 0) continue;
+            const int i = t / g.sh;
+            if (i >= i1) continue;
+            const float* rows = col + Index(ci * g.kh + p) * g.kw * lt + Index(i - i0) * g.wo + c0;
+            int q = 0;
+            for (; q + 1 < g.kw; q += 2) {
+              va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
+              vb = _mm512_add_ps(vb, _mm512_maskz_loadu_ps(mq[q + 1], rows + (q + 1) * lt - q - 1));
+            }
+            if (q < g.kw) va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
+          }
+          _mm512_mask_storeu_ps(d + c0, ms, _mm512_add_ps(va, vb));
+        }
+      }
+}
+#endif
+
+}  // namespace
+
+// Copies the c planes of an image (h×w) into the interior of hp×wp planes with zero borders.
+template <class T>
+void pad_image(const T* x, const ConvGeom& g, T* xp) {
+  for (int ci = 0; ci < g.c; ++ci) {
+    const T* src = x + Index(ci) * g.h * g.w;
+    T* dst = xp + Index(ci) * g.hp * g.wp;
+    std::fill(dst, dst + Index(g.ph) * g.wp, T(0));
+    for (int i = 0; i < g.h; ++i) {
+      T* r = dst + Index(i + g.ph) * g.wp;
+      std::fill(r, r + g.pw, T(0));
+      copy_row(src + Index(i) * g.w, r + g.pw, g.w);
+      std::fill(r + g.pw + g.w, r + g.wp, T(0));
+    }
+    std::fill(dst + Index(g.ph + g.h) * g.wp, dst + Index(g.hp) * g.wp, T(0));
+  }
+}
+
+template <class T>
+void unpad_image(const T* xp, const ConvGeom& g, T* x) {
+  for (int ci = 0; ci < g.c; ++ci)
+    for (int i = 0; i < g.h; ++i)
+      copy_row(xp + (Index(ci) * g.hp + i + g.ph) * g.wp + g.pw, x + (Index(ci) * g.h + i) * g.w,
+               g.w);
+}
+
+// col[(ci·kh + p)·kw + q][(i - i0)·wo + j] = xp[ci, i·sh + p·dh, j·sw + q·dw] for output rows
+// i in [i0, i1), rows `lt` apart, where xp is the group's first channel of a padded image (hp×wp
+// planes): every read is in bounds, so the rows are plain copies.
+template <class T>
+void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col, Index lt) {
+  const Index plane = Index(g.hp) * g.wp;
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<T, float>) {
+    // Short rows (LeNet conv2: 10 floats, the convnet's conv2: 24): one or two masked copies per
+    // row with the masks made once.
+    if (g.sw == 1 && g.wo <= 32) {
+      const __mmask16 m0 = __mmask16(g.wo >= 16 ? 0xFFFFu : (1u << g.wo) - 1);
+      const int rest = g.wo - 16;
+      const __mmask16 m1 = __mmask16(rest >= 16 ? 0xFFFFu : rest > 0 ? (1u << rest) - 1 : 0u);
+      const Index step = Index(g.sh) * g.wp;
+      for (int ci = 0; ci < g.cg; ++ci)
+        for (int p = 0; p < g.kh; ++p)
+          for (int q = 0; q < g.kw; ++q) {
+            float* r = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
+            const float* s =
+                xp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw + Index(i0) * step;
+            if (rest > 0) {
+              for (int i = i0; i < i1; ++i, s += step, r += g.wo) {
+                _mm512_storeu_ps(r, _mm512_loadu_ps(s));
+                _mm512_mask_storeu_ps(r + 16, m1, _mm512_maskz_loadu_ps(m1, s + 16));
+              }
+            } else {
+              for (int i = i0; i < i1; ++i, s += step, r += g.wo)
+                _mm512_mask_storeu_ps(r, m0, _mm512_maskz_loadu_ps(m0, s));
+            }
+          }
+      return;
+    }
+  }
+#endif
+  for (int ci = 0; ci < g.cg; ++ci)
+    for (int p = 0; p < g.kh; ++p)
+      for (int q = 0; q < g.kw; ++q) {
+        T* row = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
+        const T* src = xp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw;
+        for (int i = i0; i < i1; ++i) {
+          const T* s = src + Index(i) * g.sh * g.wp;
+          T* r = row + Index(i - i0) * g.wo;
+          if (g.sw == 1) {
+            copy_row(s, r, g.wo);
+          } else {
+            for (int j = 0; j < g.wo; ++j) r[j] = s[Index(j) * g.sw];
+          }
+        }
+      }
+}
+
+// The adjoint of im2col_band: dxp[ci, ...] += col[...], into a padded gradient image.
+template <class T>
+void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index lt) {
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.sw == 1 && g.dw == 1) {
+      col2im_band_s1(col, g, i0, i1, dxp, lt);
+      return;
+    }
+  }
+#endif
+  const Index plane = Index(g.hp) * g.wp;
+  for (int ci = 0; ci < g.cg; ++ci)
+    for (int p = 0; p < g.kh; ++p)
+      for (int q = 0; q < g.kw; ++q) {
+        const T* row = col + (Index(ci * g.kh + p) * g.kw + q) * lt;
+        T* dst = dxp + ci * plane + Index(p) * g.dh * g.wp + Index(q) * g.dw;
+        for (int i = i0; i < i1; ++i) {
+          T* d = dst + Index(i) * g.sh * g.wp;
+          const T* r = row + Index(i - i0) * g.wo;
+          if (g.sw == 1) {
+            add_row(r, d, g.wo);
+          } else {
+            for (int j = 0; j < g.wo; ++j) d[Index(j) * g.sw] += r[j];
+          }
+        }
+      }
+}
+
+#define X(T)                                                                    \
+  template void pad_image<T>(const T*, const ConvGeom&, T*);                    \
+  template void unpad_image<T>(const T*, const ConvGeom&, T*);                  \
+  template void im2col_band<T>(const T*, const ConvGeom&, int, int, T*, Index); \
+  template void col2im_band<T>(const T*, const ConvGeom&, int, int, T*, Index);
+X(float)
+X(double)
+#undef X
+
+}  // namespace xgrad::detail

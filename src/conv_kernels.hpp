@@ -1,0 +1,75 @@
+// Internal kernels of conv2d (ops/conv2d.cpp, which owns validation, the drivers, threading and
+// the per-thread buffers): zero padding and im2col/col2im bands (src/conv_im2col.cpp) and the
+// direct kernels for few input channels (src/conv_direct.cpp). All work on one image at a time
+// with raw NCHW pointers; none allocates per call except col2im's mask table.
+#pragma once
+
+#include <cstddef>
+
+namespace xgrad::detail {
+
+using Index = std::ptrdiff_t;
+
+// Every size of one convolution, checked once in conv2d().
+struct ConvGeom {
+  int n, c, h, w;  // input
+  int co, kh, kw;  // weight
+  int sh, sw, ph, pw, dh, dw, groups;
+  int ho, wo;      // output
+  int hp, wp;      // padded input: h + 2·ph, w + 2·pw
+  bool padded;     // ph or pw > 0: images are staged with zero borders
+  int cg, cog;     // channels per group, in and out
+  int k;           // rows of a group's column matrix: cg·kh·kw
+  Index l;         // output positions per image: ho·wo
+  int band_rows;   // output rows per im2col band
+  bool pointwise;  // 1x1, stride 1, no padding: the input image is its own column matrix
+};
+
+// --- Padding and im2col / col2im (float and double), src/conv_im2col.cpp -----------------------
+
+// Copies the c planes of an image x (c×h×w) into the interior of xp (c×hp×wp) with zero borders.
+template <class T>
+void pad_image(const T* x, const ConvGeom& g, T* xp);
+
+// The reverse copy: x (c×h×w) = the interior of xp (c×hp×wp); the borders are ignored.
+template <class T>
+void unpad_image(const T* xp, const ConvGeom& g, T* x);
+
+// col[(ci·kh + p)·kw + q][(i - i0)·wo + j] = xp[ci, i·sh + p·dh, j·sw + q·dw] for ci < cg and
+// output rows i in [i0, i1): a (cg·kh·kw) × ((i1 - i0)·wo) band with rows `lt` apart, where xp is
+// the group's first channel of a padded image (hp×wp planes), so every read is in bounds.
+template <class T>
+void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col, Index lt);
+
+// The adjoint of im2col_band: dxp[ci, i·sh + p·dh, j·sw + q·dw] += col[(ci·kh + p)·kw + q]
+// [(i - i0)·wo + j] for the same band, into a padded gradient image (cg planes of hp×wp).
+template <class T>
+void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index lt);
+
+// --- Direct convolution for few input channels (float, AVX-512), src/conv_direct.cpp -----------
+
+// LeNet's and the convnet's first layer (C_in = 1): K = C_in·kh·kw <= kDirectMaxK, stride 1, no
+// dilation, one group. The kernels read the (padded) image in place, with no column matrix, and
+// split output rows into 16-lane blocks (the last one masked).
+constexpr int kDirectMaxK = 28;
+
+inline bool direct_eligible(const ConvGeom& g) {
+  return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.k <= kDirectMaxK &&
+         !g.pointwise;
+}
+
+#ifdef __AVX512F__
+// y[o, i, j] = b[o] (0 when b is null) + Σ_{ci,p,q} w[o, ci, p, q]·xp[ci, i + p, j + q] for one
+// image: xp is c×hp×wp (padded), w co×k, b co, y co×ho×wo. Requires direct_eligible(g).
+void direct_forward(const float* xp, const float* w, const float* b, float* y, const ConvGeom& g);
+
+// One image's contribution to dW, kept lane-wise: vacc[o, t, lane] += Σ over the positions
+// (i, j) of lane `lane` of gy[o, i, j]·x_t[i, j], x_t the input shifted by tap t = (ci, p, q).
+// xp is c×hp×wp (padded), gy co×ho×wo, vacc co×k×16. Requires direct_eligible(g).
+void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g);
+
+// dw[e] += the sum of the 16 lanes of vacc[e], for the co·k entries of dw.
+void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g);
+#endif
+
+}  // namespace xgrad::detail
