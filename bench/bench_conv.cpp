@@ -106,7 +106,7 @@ double sgemm_gflops(int threads, int m, int n, int k, int calls, int repeats, do
 }  // namespace
 
 int main(int argc, char** argv) {
-  ensure_fast_blas(argc, argv);
+  setup_process(argc, argv);
   int repeats = 7;
   double min_time = 0.05;
   int only_threads = 0;

@@ -83,7 +83,7 @@ double measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a,
 }  // namespace
 
 int main(int argc, char** argv) {
-  ensure_fast_blas(argc, argv);
+  setup_process(argc, argv);
   try {
     const Args a = parse(argc, argv);
     set_num_threads(a.threads);

@@ -97,7 +97,11 @@ def main():
     p.add_argument("--skip-memory", action="store_true", help="skip the full-epoch RSS comparison")
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-ops", action="store_true")
+    p.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE"],
+                   default=ENV.get("OMP_WAIT_POLICY", "PASSIVE"),
+                   help="for both frameworks (both use libgomp); PASSIVE is xgrad's default")
     a = p.parse_args()
+    ENV["OMP_WAIT_POLICY"] = a.omp_wait_policy
 
     for binary in (BENCH_MODELS, BENCH_CONV):
         if not os.path.exists(binary):
@@ -115,7 +119,8 @@ def main():
         print(run([PYTHON, "-c", "import torch; print('torch', torch.__version__, "
                    "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"]).strip())
     print(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
-          f"{ENV.get('OPENBLAS_NUM_THREADS')}; medians of {a.repeats} runs, alternating")
+          f"{ENV.get('OPENBLAS_NUM_THREADS')} OMP_WAIT_POLICY={ENV['OMP_WAIT_POLICY']}; "
+          f"medians of {a.repeats} runs, alternating; load average {os.getloadavg()[0]:.2f}")
 
     if not a.skip_ops:
         print("\n== Conv ops (GFLOP/s, batch 64) ==")

@@ -523,8 +523,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ensure_fast_blas(argc, argv);
-  examples::ensure_passive_omp_wait(argv);
+  setup_process(argc, argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -23,20 +23,25 @@ std::string preferred_blas_core() {
   return "";
 }
 
-void ensure_fast_blas(int /*argc*/, char** argv) {
+void setup_process(int /*argc*/, char** argv) {
   // Keep freed large blocks in the heap: otherwise glibc returns each step's big tensors to the
   // OS and faults them in again (about 1.3 µs a page here), which made a concat backward 5x slower.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  if (std::getenv("XGRAD_BLAS_REEXEC") != nullptr) return;  // already re-executed once
-  const std::string core = preferred_blas_core();
-  const bool need_core = std::getenv("OPENBLAS_CORETYPE") == nullptr && !core.empty();
-  if (!need_core) return;
-  setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
-  setenv("OPENBLAS_NUM_THREADS", "1", 0);
-  setenv("XGRAD_BLAS_REEXEC", "1", 1);
+  if (std::getenv("XGRAD_SETUP_REEXEC") != nullptr) return;  // already re-executed once
+  bool changed = false;
+  const auto set_if_unset = [&changed](const char* name, const std::string& value) {
+    if (std::getenv(name) != nullptr || value.empty()) return;
+    setenv(name, value.c_str(), 1);
+    changed = true;
+  };
+  set_if_unset("OPENBLAS_CORETYPE", preferred_blas_core());
+  set_if_unset("OPENBLAS_NUM_THREADS", "1");
+  set_if_unset("OMP_WAIT_POLICY", "PASSIVE");
+  if (!changed) return;
+  setenv("XGRAD_SETUP_REEXEC", "1", 1);
   execv("/proc/self/exe", argv);
-  // execv only returns on failure: run on with the kernel OpenBLAS picked.
+  // execv only returns on failure: run on with the libraries' defaults.
 }
 
 std::string blas_core_name() {

@@ -4,8 +4,6 @@
 // metadata.
 #pragma once
 
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -22,21 +20,6 @@
 #include <xgrad/xgrad.hpp>
 
 namespace xgrad::examples {
-
-/// Makes OpenMP's idle threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE) unless the
-/// user set OMP_WAIT_POLICY. libgomp reads the variable when it loads, so this re-executes the
-/// program once, like ensure_fast_blas(); call it first in main(). Why: with the default
-/// spinning, a 2-thread LeNet run on this 2-core machine fell from about 8,000 to about 900
-/// img/s whenever other processes kept the cores busy (load 6), because each of the ~20 parallel
-/// regions per step waits for a thread that the scheduler has parked behind a spinning one.
-inline void ensure_passive_omp_wait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("XGRAD_OMP_REEXEC") != nullptr)
-    return;
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  setenv("XGRAD_OMP_REEXEC", "1", 1);
-  execv("/proc/self/exe", argv);
-  // execv returns only on failure: run on with the default policy.
-}
 
 /// Prefix of the model's tensors in a checkpoint ("model.0.weight", "model.1.running_mean").
 inline const std::string kModelPrefix = "model.";

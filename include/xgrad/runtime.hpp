@@ -9,13 +9,18 @@ namespace xgrad {
 /// else "" (let OpenBLAS decide).
 std::string preferred_blas_core();
 
-/// OpenBLAS reads OPENBLAS_CORETYPE when it loads, before main(). If the variable is unset, this
-/// sets it (and OPENBLAS_NUM_THREADS=1 unless set) and re-executes the program once, so the
-/// fast kernels are used. Call it first thing in main(). Returns normally after the re-exec or
-/// when nothing needs to change (or the re-exec failed: the program then runs on as it is).
+/// Sets up a program that trains or benchmarks; call it first thing in main().
+/// OpenBLAS and libgomp read their settings from the environment when they load, before main(),
+/// so for each of these that is unset this sets it and then re-executes the program once:
+/// - OPENBLAS_CORETYPE = preferred_blas_core() (Debian's OpenBLAS falls back to slow SSE3 kernels
+///   on CPUs it does not recognise: sgemm was 5x slower here);
+/// - OPENBLAS_NUM_THREADS = 1 (our OpenMP threads parallelise over the batch; two pools fight);
+/// - OMP_WAIT_POLICY = PASSIVE: idle threads sleep instead of spinning. With spinning, 2-thread
+///   LeNet training on a 2-core machine fell from about 8,000 to about 900 img/s whenever other
+///   processes kept the cores busy. Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine.
 /// It also tells malloc to keep large freed blocks, so each training step's tensors reuse memory
-/// instead of page-faulting it in anew.
-void ensure_fast_blas(int argc, char** argv);
+/// instead of page-faulting it in anew. If the re-exec fails the program runs on as it is.
+void setup_process(int argc, char** argv);
 
 /// The kernel OpenBLAS chose, from openblas_get_corename().
 std::string blas_core_name();

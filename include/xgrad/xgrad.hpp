@@ -10,3 +10,11 @@
 #include "xgrad/runtime.hpp"
 #include "xgrad/tensor.hpp"
 #include "xgrad/variable.hpp"
+
+#include "xgrad/data/dataset.hpp"
+#include "xgrad/data/idx.hpp"
+#include "xgrad/data/loader.hpp"
+#include "xgrad/io/checkpoint.hpp"
+#include "xgrad/nn/nn.hpp"
+#include "xgrad/optim/optimizer.hpp"
+#include "xgrad/optim/scheduler.hpp"
