@@ -4,6 +4,8 @@
 #define BOOST_TEST_MODULE fast_kernels
 #include <boost/test/unit_test.hpp>
 
+#include "test_util.hpp"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -14,15 +16,9 @@
 #include "reference/pool_reference.hpp"
 
 using namespace xgrad;
+using xgrad::testing::random_tensor;
 
 namespace {
-
-Tensor<double> random_tensor(const Shape& shape, std::mt19937_64& rng) {
-  std::uniform_real_distribution<double> dist(-1.0, 1.0);
-  Tensor<double> t = empty_tensor<double>(shape);
-  for (double& v : t) v = dist(rng);
-  return t;
-}
 
 Tensor<float> to_float(const Tensor<double>& t) {
   Tensor<float> f = empty_tensor<float>(shape_of(t));

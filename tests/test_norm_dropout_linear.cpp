@@ -13,32 +13,13 @@
 #include <xgrad/xgrad.hpp>
 
 using namespace xgrad;
+using xgrad::testing::make;
+using xgrad::testing::max_abs_diff;
+using xgrad::testing::random_tensor;
 using xgrad::testing::throws_with;
 namespace tt = boost::test_tools;
 
-namespace {
-
-Tensor<double> random_tensor(const Shape& shape, std::mt19937_64& rng) {
-  std::uniform_real_distribution<double> dist(-1.0, 1.0);
-  Tensor<double> t = empty_tensor<double>(shape);
-  for (double& v : t) v = dist(rng);
-  return t;
-}
-
-Tensor<double> make(const Shape& shape, std::vector<double> values) {
-  Tensor<double> t = empty_tensor<double>(shape);
-  BOOST_REQUIRE_EQUAL(values.size(), t.size());
-  std::copy(values.begin(), values.end(), t.begin());
-  return t;
-}
-
-double max_abs_diff(const Tensor<double>& a, const Tensor<double>& b) {
-  BOOST_REQUIRE(shape_of(a) == shape_of(b));
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a.data()[i] - b.data()[i]));
-  return m;
-}
-}  // namespace
+namespace {}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // linear

@@ -3,7 +3,9 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -56,6 +58,29 @@ bool all_finite(const Tensor<T>& t) {
   for (const T v : t)
     if (!std::isfinite(v)) return false;
   return true;
+}
+
+/// Uniform values in [-1, 1].
+inline Tensor<double> random_tensor(const Shape& shape, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> dist(-1.0, 1.0);
+  Tensor<double> t = empty_tensor<double>(shape);
+  for (double& v : t) v = dist(rng);
+  return t;
+}
+
+/// A tensor of `shape` holding `values` in row-major order.
+inline Tensor<double> make(const Shape& shape, const std::vector<double>& values) {
+  Tensor<double> t = empty_tensor<double>(shape);
+  BOOST_REQUIRE_EQUAL(values.size(), t.size());
+  std::copy(values.begin(), values.end(), t.begin());
+  return t;
+}
+
+inline double max_abs_diff(const Tensor<double>& a, const Tensor<double>& b) {
+  BOOST_REQUIRE(shape_of(a) == shape_of(b));
+  double m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a.data()[i] - b.data()[i]));
+  return m;
 }
 
 }  // namespace xgrad::testing
