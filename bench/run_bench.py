@@ -36,6 +36,11 @@ def blas_env():
 
 
 ENV = blas_env()
+OMP_SETTINGS = {
+    "default": {"GOMP_SPINCOUNT": "1000"},
+    "active": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
 
 
 def run(cmd):
@@ -97,11 +102,14 @@ def main():
     p.add_argument("--skip-memory", action="store_true", help="skip the full-epoch RSS comparison")
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-ops", action="store_true")
-    p.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE"],
-                   default=ENV.get("OMP_WAIT_POLICY", "PASSIVE"),
-                   help="for both frameworks (both use libgomp); PASSIVE is xgrad's default")
+    p.add_argument("--omp", choices=sorted(OMP_SETTINGS), default="default",
+                   help="OpenMP waiting, the same for both frameworks (both use libgomp): "
+                        "default = xgrad's (GOMP_SPINCOUNT=1000), active = spin (best on a quiet "
+                        "machine), passive = sleep")
     a = p.parse_args()
-    ENV["OMP_WAIT_POLICY"] = a.omp_wait_policy
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        ENV.pop(name, None)
+    ENV.update(OMP_SETTINGS[a.omp])
 
     for binary in (BENCH_MODELS, BENCH_CONV):
         if not os.path.exists(binary):
@@ -119,7 +127,7 @@ def main():
         print(run([PYTHON, "-c", "import torch; print('torch', torch.__version__, "
                    "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"]).strip())
     print(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
-          f"{ENV.get('OPENBLAS_NUM_THREADS')} OMP_WAIT_POLICY={ENV['OMP_WAIT_POLICY']}; "
+          f"{ENV.get('OPENBLAS_NUM_THREADS')} OpenMP {a.omp} {OMP_SETTINGS[a.omp]}; "
           f"medians of {a.repeats} runs, alternating; load average {os.getloadavg()[0]:.2f}")
 
     if not a.skip_ops:

@@ -37,7 +37,7 @@ void setup_process(int /*argc*/, char** argv) {
   };
   set_if_unset("OPENBLAS_CORETYPE", preferred_blas_core());
   set_if_unset("OPENBLAS_NUM_THREADS", "1");
-  set_if_unset("OMP_WAIT_POLICY", "PASSIVE");
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) set_if_unset("GOMP_SPINCOUNT", "1000");
   if (!changed) return;
   setenv("XGRAD_SETUP_REEXEC", "1", 1);
   execv("/proc/self/exe", argv);

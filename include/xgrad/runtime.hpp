@@ -15,9 +15,10 @@ std::string preferred_blas_core();
 /// - OPENBLAS_CORETYPE = preferred_blas_core() (Debian's OpenBLAS falls back to slow SSE3 kernels
 ///   on CPUs it does not recognise: sgemm was 5x slower here);
 /// - OPENBLAS_NUM_THREADS = 1 (our OpenMP threads parallelise over the batch; two pools fight);
-/// - OMP_WAIT_POLICY = PASSIVE: idle threads sleep instead of spinning. With spinning, 2-thread
-///   LeNet training on a 2-core machine fell from about 8,000 to about 900 img/s whenever other
-///   processes kept the cores busy. Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine.
+/// - GOMP_SPINCOUNT = 1000, unless OMP_WAIT_POLICY is set: idle threads spin briefly, then sleep.
+///   Measured on this 2-core machine, 2-thread LeNet training (img/s, quiet / one core busy):
+///   default spinning 39.5k / 13-17k (and about 900 at load 6), PASSIVE 22k / 21k,
+///   GOMP_SPINCOUNT=1000 34k / 18k. Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine.
 /// It also tells malloc to keep large freed blocks, so each training step's tensors reuse memory
 /// instead of page-faulting it in anew. If the re-exec fails the program runs on as it is.
 void setup_process(int argc, char** argv);
