@@ -38,6 +38,9 @@ blas_env() {
   export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 }
 
+# ccache keys on paths relative to the checkout, so a fresh clone elsewhere reuses the cache.
+export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1
+
 build() {  # build DIR [cmake args...]
   local dir=$1
   shift
