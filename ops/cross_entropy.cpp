@@ -6,6 +6,8 @@
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
 
+#include "../src/softmax_row.hpp"
+
 namespace xgrad {
 
 namespace {
@@ -52,22 +54,9 @@ Variable<T> cross_entropy(const Variable<T>& logits, const std::vector<int>& lab
   double total = 0;
   for (std::size_t r = 0; r < n; ++r) {
     const T* xp = xv.data() + r * c;
-    T m = xp[0];
-    for (std::size_t j = 1; j < c; ++j) m = xp[j] > m ? xp[j] : m;
-    T s = 0;
-    if (recording) {
-      T* pp = p.data() + r * c;
-      for (std::size_t j = 0; j < c; ++j) {
-        pp[j] = std::exp(xp[j] - m);
-        s += pp[j];
-      }
-      const T inv = T(1) / s;
-      for (std::size_t j = 0; j < c; ++j) pp[j] *= inv;
-    } else {
-      for (std::size_t j = 0; j < c; ++j) s += std::exp(xp[j] - m);
-    }
-    // -log_softmax[label] = (m - x[label]) + log s; both terms are finite and >= 0.
-    total += double(m - xp[labels[r]]) + double(std::log(s));
+    const auto row = detail::softmax_row(xp, c, recording ? p.data() + r * c : nullptr);
+    // -log_softmax[label] = (max - x[label]) + log sum; both terms are finite and >= 0.
+    total += double(row.max - xp[labels[r]]) + double(std::log(row.sum));
   }
   Tensor<T> y = empty_tensor<T>({});
   *y.data() = T(total / double(n));

@@ -5,6 +5,8 @@
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
 
+#include "../src/softmax_row.hpp"
+
 namespace xgrad {
 
 namespace {
@@ -44,21 +46,8 @@ Variable<T> log_softmax(const Variable<T>& x) {
   for (std::size_t r = 0; c > 0 && r < n; ++r) {
     const T* xp = xv.data() + r * c;
     T* yp = y.data() + r * c;
-    T m = xp[0];
-    for (std::size_t j = 1; j < c; ++j) m = xp[j] > m ? xp[j] : m;
-    T s = 0;
-    if (recording) {
-      T* pp = p.data() + r * c;
-      for (std::size_t j = 0; j < c; ++j) {
-        pp[j] = std::exp(xp[j] - m);
-        s += pp[j];
-      }
-      const T inv = T(1) / s;
-      for (std::size_t j = 0; j < c; ++j) pp[j] *= inv;
-    } else {
-      for (std::size_t j = 0; j < c; ++j) s += std::exp(xp[j] - m);
-    }
-    const T shift = m + std::log(s);  // s >= 1, so log s is finite
+    const auto row = detail::softmax_row(xp, c, recording ? p.data() + r * c : nullptr);
+    const T shift = row.max + std::log(row.sum);  // sum >= 1, so its log is finite
     for (std::size_t j = 0; j < c; ++j) yp[j] = xp[j] - shift;
   }
   return record<LogSoftmaxNode<T>>(std::move(y), {x}, std::move(p));

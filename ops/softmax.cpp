@@ -5,6 +5,8 @@
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
 
+#include "../src/softmax_row.hpp"
+
 namespace xgrad {
 
 namespace {
@@ -39,17 +41,7 @@ Variable<T> softmax(const Variable<T>& x) {
   const std::size_t n = xv.shape(0), c = xv.shape(1);
   Tensor<T> y = empty_tensor<T>({n, c});
   for (std::size_t r = 0; c > 0 && r < n; ++r) {
-    const T* xp = xv.data() + r * c;
-    T* yp = y.data() + r * c;
-    T m = xp[0];
-    for (std::size_t j = 1; j < c; ++j) m = xp[j] > m ? xp[j] : m;
-    T s = 0;
-    for (std::size_t j = 0; j < c; ++j) {
-      yp[j] = std::exp(xp[j] - m);
-      s += yp[j];
-    }
-    const T inv = T(1) / s;  // s >= 1: the max term is exp(0)
-    for (std::size_t j = 0; j < c; ++j) yp[j] *= inv;
+    detail::softmax_row(xv.data() + r * c, c, y.data() + r * c);
   }
   if (!should_record<T>({&x})) return record<SoftmaxNode<T>>(std::move(y), {x}, Tensor<T>());
   Tensor<T> saved = y;
