@@ -71,6 +71,7 @@ def main():
     p.add_argument("--repeats", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # as xgrad's setup_process() does
     model = MODELS[a.model]()
     for _ in range(a.repeats):
         ips = measure(model, a.mode, a.batch, a.seconds, a.warmup)

@@ -31,6 +31,7 @@ def main():
     p.add_argument("--data-dir", default=DATA)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # as xgrad's setup_process() does
     torch.manual_seed(0)
     images = read_idx(os.path.join(a.data_dir, "train-images-idx3-ubyte.gz"))
     labels = read_idx(os.path.join(a.data_dir, "train-labels-idx1-ubyte.gz"))

@@ -38,6 +38,7 @@ using detail::unpad_image;
 using detail::direct_dw;
 using detail::direct_dw_finish;
 using detail::direct_forward;
+using detail::direct_transpose_weights;
 #endif
 
 // Bytes of im2col buffer per band: large enough for an efficient GEMM, small enough for L2.
@@ -105,6 +106,12 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
 #ifdef __AVX512F__
   constexpr bool kFloat = std::is_same_v<T, float>;
   const bool direct = kFloat && direct_eligible(g);
+  std::vector<float> wt;
+  if constexpr (kFloat)
+    if (direct) {
+      wt.resize(std::size_t(g.co) * std::size_t(g.k));
+      direct_transpose_weights(w, g, wt.data());
+    }
 #endif
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < g.n; ++n) {
@@ -112,14 +119,11 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
     T* yn = y + n * y_image;
 #ifdef __AVX512F__
     if constexpr (kFloat) {
-      if (direct) {
-        const T* xp = xn;
-        if (g.padded) {
-          T* buf = scratch<T, 1>(padded_elems);
-          pad_image(xn, g, buf);
-          xp = buf;
-        }
-        direct_forward(xp, w, b, yn, g);
+      if (direct) {  // always staged: the kernel reads kDirectSlack floats past the image
+        T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
+        pad_image(xn, g, xp);
+        std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
+        direct_forward(xp, wt.data(), b, yn, g);
         continue;
       }
     }

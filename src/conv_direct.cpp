@@ -18,52 +18,77 @@ namespace xgrad::detail {
 
 namespace {
 
+// off[t] = the offset of tap t = (ci, p, q) in a padded image: ci·hp·wp + p·wp + q.
+void tap_offsets(const ConvGeom& g, Index* off) {
+  const Index plane = Index(g.hp) * g.wp;
+  int t = 0;
+  for (int ci = 0; ci < g.c; ++ci)
+    for (int p = 0; p < g.kh; ++p)
+      for (int q = 0; q < g.kw; ++q) off[t++] = ci * plane + Index(p) * g.wp + q;
+}
+
 inline __mmask16 lanes16(int n) {
   return n <= 0 ? __mmask16(0) : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
 }
 
-// y[o0 + o, i, :] for o < NC: bias + Σ_k w[o0 + o, k]·x_k, x_k the shifted input rows. JB
-// 16-lane blocks of a row at once: NC·JB independent accumulators hide the FMA latency and each
-// broadcast weight serves JB blocks.
+// y[o0 + o, i, :] for o < NC: bias + Σ_t wt[t, o0 + o]·x_t, x_t the input shifted by tap t
+// (offset off[t] into the padded image). JB 16-lane blocks of a row at once: NC·JB independent
+// accumulators hide the FMA latency and each broadcast weight serves JB blocks. The weights are
+// read transposed (wt is k × co), so a tap's NC weights sit at fixed offsets from one pointer.
 template <int NC, int JB>
-void direct_forward_chunk(const float* xp, const float* w, const float* b, float* y,
-                          const ConvGeom& g, int o0) {
-  const Index plane = Index(g.hp) * g.wp;
+void direct_forward_chunk(const float* xp, const float* wt, const float* b, float* y,
+                          const ConvGeom& g, int o0, const Index* off) {
   const int k = g.k;
+  const Index co = g.co, l = g.l;
   for (int i = 0; i < g.ho; ++i)
     for (int j0 = 0; j0 < g.wo; j0 += 16 * JB) {
+      // Every loop over o and jb is unrolled and has no early exit: with runtime control flow
+      // GCC keeps acc in memory and stores it after every FMA (measured 2x slower).
       __mmask16 m[JB];
+#pragma GCC unroll 4
       for (int jb = 0; jb < JB; ++jb) m[jb] = lanes16(g.wo - j0 - 16 * jb);
       __m512 acc[NC][JB];
+#pragma GCC unroll 32
       for (int o = 0; o < NC; ++o) {
         const __m512 init = b != nullptr ? _mm512_set1_ps(b[o0 + o]) : _mm512_setzero_ps();
+#pragma GCC unroll 4
         for (int jb = 0; jb < JB; ++jb) acc[o][jb] = init;
       }
-      int kk = 0;
-      for (int ci = 0; ci < g.c; ++ci)
-        for (int p = 0; p < g.kh; ++p) {
-          const float* row = xp + ci * plane + Index(i + p) * g.wp + j0;
-          for (int q = 0; q < g.kw; ++q, ++kk) {
-            __m512 xv[JB];
-            for (int jb = 0; jb < JB; ++jb)
-              xv[jb] = _mm512_maskz_loadu_ps(m[jb], row + q + 16 * jb);
-            for (int o = 0; o < NC; ++o) {
-              const __m512 wv = _mm512_set1_ps(w[Index(o0 + o) * k + kk]);
-              for (int jb = 0; jb < JB; ++jb) acc[o][jb] = _mm512_fmadd_ps(wv, xv[jb], acc[o][jb]);
-            }
-          }
+      const float* base = xp + Index(i) * g.wp + j0;
+      const float* wk = wt + o0;
+      for (int t = 0; t < k; ++t, wk += co) {
+        const float* src = base + off[t];
+        __m512 xv[JB];
+#pragma GCC unroll 4
+        for (int jb = 0; jb < JB; ++jb) xv[jb] = _mm512_loadu_ps(src + 16 * jb);
+#pragma GCC unroll 32
+        for (int o = 0; o < NC; ++o) {
+          const __m512 wv = _mm512_set1_ps(wk[o]);
+#pragma GCC unroll 4
+          for (int jb = 0; jb < JB; ++jb) acc[o][jb] = _mm512_fmadd_ps(wv, xv[jb], acc[o][jb]);
         }
+      }
+      // Lanes past the row end spill into the next output rows, which are written after this
+      // one; only stores that would pass the end of the plane are masked. (Masked loads and stores
+      // each cost an extra uop on the FMA ports.)
+      float* yi = y + Index(o0) * l + Index(i) * g.wo + j0;
+#pragma GCC unroll 4
       for (int jb = 0; jb < JB; ++jb) {
-        if (j0 + 16 * jb >= g.wo) break;  // no all-false-mask stores (see max_pool2d)
-        for (int o = 0; o < NC; ++o)
-          _mm512_mask_storeu_ps(y + Index(o0 + o) * g.l + Index(i) * g.wo + j0 + 16 * jb, m[jb],
-                                acc[o][jb]);
+        if (j0 + 16 * jb >= g.wo) continue;  // no all-false-mask stores (see max_pool2d)
+        if (Index(i) * g.wo + j0 + 16 * (jb + 1) > l) {
+#pragma GCC unroll 32
+          for (int o = 0; o < NC; ++o)
+            _mm512_mask_storeu_ps(yi + Index(o) * l + 16 * jb, m[jb], acc[o][jb]);
+        } else {
+#pragma GCC unroll 32
+          for (int o = 0; o < NC; ++o) _mm512_storeu_ps(yi + Index(o) * l + 16 * jb, acc[o][jb]);
+        }
       }
     }
 }
 
 using ForwardChunkFn = void (*)(const float*, const float*, const float*, float*, const ConvGeom&,
-                                int);
+                                int, const Index*);
 
 // direct_forward_chunk<1, JB> ... <sizeof(N), JB>, indexed by the chunk's channels minus one.
 template <int JB, int... N>
@@ -73,8 +98,8 @@ constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
 }
 
 template <int JB>
-void direct_forward_jb(const float* xp, const float* w, const float* b, float* y,
-                       const ConvGeom& g) {
+void direct_forward_jb(const float* xp, const float* wt, const float* b, float* y,
+                       const ConvGeom& g, const Index* off) {
   // Channel chunks of at most 24 / JB (16 for JB = 1) accumulators, as even as possible.
   constexpr int kMax = JB == 1 ? 16 : 24 / JB;
   const int chunks = (g.co + kMax - 1) / kMax;
@@ -82,7 +107,7 @@ void direct_forward_jb(const float* xp, const float* w, const float* b, float* y
   for (int o0 = 0; o0 < g.co; o0 += per) {
     const int nc = std::min(per, g.co - o0);
     static constexpr auto table = forward_chunk_table<JB>(std::make_integer_sequence<int, kMax>{});
-    table[std::size_t(nc - 1)](xp, w, b, y, g, o0);
+    table[std::size_t(nc - 1)](xp, wt, b, y, g, o0, off);
   }
 }
 
@@ -181,12 +206,8 @@ void direct_dw_k(const float* xp, const float* gy, float* vacc, const ConvGeom& 
     }
   }
   constexpr int OB = std::max(1, kDirectMaxK / K);
-  Index off[K];
-  const Index plane = Index(g.hp) * g.wp;
-  int t = 0;
-  for (int ci = 0; ci < g.c; ++ci)
-    for (int p = 0; p < g.kh; ++p)
-      for (int q = 0; q < g.kw; ++q) off[t++] = ci * plane + Index(p) * g.wp + q;
+  Index off[kDirectMaxK];
+  tap_offsets(g, off);
   for (int o0 = 0; o0 < g.co; o0 += OB)
     direct_dw_chunk<K, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0), off);
 }
@@ -201,13 +222,21 @@ constexpr std::array<DwFn, sizeof...(N)> dw_table(std::integer_sequence<int, N..
 
 }  // namespace
 
-void direct_forward(const float* xp, const float* w, const float* b, float* y, const ConvGeom& g) {
-  // Two blocks when a row needs them and the channels fit one chunk (measured: the convnet's
-  // 32 channels ran faster as two chunks of 16 with one block).
-  if (g.wo > 16 && g.co <= 12)
-    direct_forward_jb<2>(xp, w, b, y, g);
+void direct_transpose_weights(const float* w, const ConvGeom& g, float* wt) {
+  for (int o = 0; o < g.co; ++o)
+    for (int t = 0; t < g.k; ++t) wt[Index(t) * g.co + o] = w[Index(o) * g.k + t];
+}
+
+void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g) {
+  Index off[kDirectMaxK];
+  tap_offsets(g, off);
+  // Two blocks when a row needs them: a tap then loads 2 input vectors for up to 24 FMAs. (The
+  // convnet's conv1, 32 channels, is bound by storing its 5.5 MB output: 60 GFLOP/s as 2 chunks of
+  // 16 channels with one block or 3 chunks of 11 with two; 105 when the stores stay in L1.)
+  if (g.wo > 16)
+    direct_forward_jb<2>(xp, wt, b, y, g, off);
   else
-    direct_forward_jb<1>(xp, w, b, y, g);
+    direct_forward_jb<1>(xp, wt, b, y, g, off);
 }
 
 // One image's contribution to the lane-wise accumulators vacc (co·k·16 floats).

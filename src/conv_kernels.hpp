@@ -52,6 +52,7 @@ void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index 
 // dilation, one group. The kernels read the (padded) image in place, with no column matrix, and
 // split output rows into 16-lane blocks (the last one masked).
 constexpr int kDirectMaxK = 28;
+constexpr int kDirectSlack = 32;
 
 inline bool direct_eligible(const ConvGeom& g) {
   return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.k <= kDirectMaxK &&
@@ -59,9 +60,14 @@ inline bool direct_eligible(const ConvGeom& g) {
 }
 
 #ifdef __AVX512F__
+// wt (k × co) = the transpose of w (co × k), the weight layout direct_forward reads.
+void direct_transpose_weights(const float* w, const ConvGeom& g, float* wt);
+
 // y[o, i, j] = b[o] (0 when b is null) + Σ_{ci,p,q} w[o, ci, p, q]·xp[ci, i + p, j + q] for one
-// image: xp is c×hp×wp (padded), w co×k, b co, y co×ho×wo. Requires direct_eligible(g).
-void direct_forward(const float* xp, const float* w, const float* b, float* y, const ConvGeom& g);
+// image: xp is c×hp×wp (padded) followed by kDirectSlack finite floats (the kernel loads whole
+// vectors past row ends), wt = wᵀ (k × co, see direct_transpose_weights), b co, y co×ho×wo.
+// Requires direct_eligible(g).
+void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g);
 
 // One image's contribution to dW, kept lane-wise: vacc[o, t, lane] += Σ over the positions
 // (i, j) of lane `lane` of gy[o, i, j]·x_t[i, j], x_t the input shifted by tap t = (ci, p, q).

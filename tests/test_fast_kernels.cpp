@@ -102,6 +102,11 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
                         Case{{1, 3, 6, 5}, {4, 3, 2, 2}, 0, false, true},
                         Case{{2, 2, 9, 37}, {5, 2, 3, 3}, 1, true, false},
                         Case{{2, 3, 7, 6}, {3, 3, 2, 2}, 0, false, false},
+                        // Rows of exactly one and two 16-lane blocks, and stores that spill
+                        // over several short rows (wo 4).
+                        Case{{2, 1, 10, 18}, {7, 1, 3, 3}, 0, true, false},
+                        Case{{1, 2, 5, 34}, {9, 2, 3, 3}, 0, true, false},
+                        Case{{3, 1, 9, 5}, {13, 1, 2, 2}, 0, true, false},
                         // K > 28: im2col + GEMM with short rows (wo 10 and 20) and col2im.
                         Case{{2, 4, 9, 12}, {3, 4, 3, 3}, 0, true, true},
                         Case{{2, 4, 8, 22}, {5, 4, 3, 3}, 0, true, true},

@@ -15,13 +15,29 @@ std::string preferred_blas_core();
 /// - OPENBLAS_CORETYPE = preferred_blas_core() (Debian's OpenBLAS falls back to slow SSE3 kernels
 ///   on CPUs it does not recognise: sgemm was 5x slower here);
 /// - OPENBLAS_NUM_THREADS = 1 (our OpenMP threads parallelise over the batch; two pools fight);
-/// - GOMP_SPINCOUNT = 1000, unless OMP_WAIT_POLICY is set: idle threads spin briefly, then sleep.
-///   Measured on this 2-core machine, 2-thread LeNet training (img/s, quiet / one core busy):
-///   default spinning 39.5k / 13-17k (and about 900 at load 6), PASSIVE 22k / 21k,
-///   GOMP_SPINCOUNT=1000 34k / 18k. Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine.
+/// - GOMP_SPINCOUNT, unless OMP_WAIT_POLICY is set: idle threads spin for a while, then sleep.
+///   4000 when the machine is quiet at start (busy_cores() < 0.5), else 1000.
+///   Measured on this 2-core machine, 2-thread LeNet training, batch 64 (img/s):
+///   quiet: spin 1000 / 4000 / 10000 / active gave 33k / 39k / 39k / 40k at batch 64 and 22k /
+///   34k / 32k / 34k at batch 32; with one other busy process: spin 1000 / 4000 / passive gave
+///   18k / 12.4k / 21k, and libgomp's default (near-endless spinning) about 900 at load 6.
+///   Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine.
 /// It also tells malloc to keep large freed blocks, so each training step's tensors reuse memory
-/// instead of page-faulting it in anew. If the re-exec fails the program runs on as it is.
+/// instead of page-faulting it in anew, and calls enable_flush_to_zero(). If the re-exec fails
+/// the program runs on as it is.
 void setup_process(int argc, char** argv);
+
+/// Flushes denormal floats to zero (x86 MXCSR FTZ and DAZ) in this thread and in the threads it
+/// starts later, such as the OpenMP pool. Once a model fits its batch, gradients shrink into the
+/// denormal range, where every multiply takes a microcode assist: LeNet training on one repeated
+/// batch of 8 spent half its time in the SGD step and ReLU backward. Values below 1.2e-38
+/// (float) become 0, as in TensorFlow's default and PyTorch's torch.set_flush_denormal(True).
+void enable_flush_to_zero();
+bool flush_to_zero_enabled();
+
+/// How many cores other processes keep busy: the machine's non-idle CPU time over the next 200 ms
+/// (from /proc/stat) less this process's own, per second; 0 where /proc/stat is missing.
+double busy_cores();
 
 /// The kernel OpenBLAS chose, from openblas_get_corename().
 std::string blas_core_name();
