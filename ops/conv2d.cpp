@@ -39,6 +39,9 @@ using detail::direct_dw;
 using detail::direct_dw_finish;
 using detail::direct_forward;
 using detail::direct_transpose_weights;
+using detail::lanes_eligible;
+using detail::lanes_forward;
+using detail::lanes_prepare;
 #endif
 
 // Bytes of im2col buffer per band: large enough for an efficient GEMM, small enough for L2.
@@ -106,12 +109,20 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
 #ifdef __AVX512F__
   constexpr bool kFloat = std::is_same_v<T, float>;
   const bool direct = kFloat && direct_eligible(g);
+  const bool lanes = kFloat && !direct && lanes_eligible(g);
   std::vector<float> wt;
-  if constexpr (kFloat)
+  std::vector<Index> offsets;
+  if constexpr (kFloat) {
     if (direct) {
       wt.resize(std::size_t(g.co) * std::size_t(g.k));
       direct_transpose_weights(w, g, wt.data());
     }
+    if (lanes) {
+      wt.resize(std::size_t(g.k) * 16);
+      offsets.resize(std::size_t(g.k));
+      lanes_prepare(w, g, wt.data(), offsets.data());
+    }
+  }
 #endif
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < g.n; ++n) {
@@ -124,6 +135,17 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
         pad_image(xn, g, xp);
         std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
         direct_forward(xp, wt.data(), b, yn, g);
+        continue;
+      }
+      if (lanes) {
+        const T* xp = xn;
+        if (g.padded) {
+          T* buf = scratch<T, 1>(padded_elems);
+          pad_image(xn, g, buf);
+          xp = buf;
+        }
+        lanes_forward(xp, wt.data(), offsets.data(), b, scratch<T, 0>(std::size_t(g.l) * 16), yn,
+                      g);
         continue;
       }
     }

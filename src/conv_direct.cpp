@@ -220,6 +220,57 @@ constexpr std::array<DwFn, sizeof...(N)> dw_table(std::integer_sequence<int, N..
   return {&direct_dw_k<N + 1>...};
 }
 
+// Output rows i0 .. i0 + R - 1 (all WO = wo columns) of one image into tile[(i·WO + j)·16 + o]:
+// one accumulator (a position's 16 channels) per position. Each tap loads its 16 weights once
+// and broadcasts one input per position.
+template <int WO, int R>
+void lanes_rows(const float* xp, const float* w16, const Index* off, const __m512 init, float* tile,
+                const ConvGeom& g, int i0) {
+  __m512 acc[R][WO];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < WO; ++j) acc[r][j] = init;
+  const Index wp = g.wp;
+  const float* base = xp + Index(i0) * wp;
+  for (int t = 0; t < g.k; ++t) {
+    const __m512 wv = _mm512_loadu_ps(w16 + Index(t) * 16);
+    const float* src = base + off[t];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const float* row = src + r * wp;
+#pragma GCC unroll 16
+      for (int j = 0; j < WO; ++j)
+        acc[r][j] = _mm512_fmadd_ps(_mm512_set1_ps(row[j]), wv, acc[r][j]);
+    }
+  }
+  float* out = tile + Index(i0) * WO * 16;
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < WO; ++j) _mm512_storeu_ps(out + (r * WO + j) * 16, acc[r][j]);
+}
+
+// All output rows of one image, R at a time: R·WO <= 24 accumulators, R <= 4 row pointers.
+template <int WO>
+void lanes_image(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
+                 const ConvGeom& g) {
+  constexpr int R = std::clamp(24 / WO, 1, 4);
+  const __m512 init = b != nullptr ? _mm512_maskz_loadu_ps(lanes16(g.co), b) : _mm512_setzero_ps();
+  int i = 0;
+  for (; i + R <= g.ho; i += R) lanes_rows<WO, R>(xp, w16, off, init, tile, g, i);
+  for (; i < g.ho; ++i) lanes_rows<WO, 1>(xp, w16, off, init, tile, g, i);
+}
+
+using LanesImageFn = void (*)(const float*, const float*, const Index*, const float*, float*,
+                              const ConvGeom&);
+
+// lanes_image<1> ... <sizeof(N)>, indexed by wo minus one.
+template <int... N>
+constexpr std::array<LanesImageFn, sizeof...(N)> lanes_table(std::integer_sequence<int, N...>) {
+  return {&lanes_image<N + 1>...};
+}
+
 }  // namespace
 
 void direct_transpose_weights(const float* w, const ConvGeom& g, float* wt) {
@@ -252,6 +303,37 @@ void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g) {
     float s = 0;
     for (int lane = 0; lane < 16; ++lane) s += vacc[e * 16 + lane];
     dw[e] += s;
+  }
+}
+
+void lanes_prepare(const float* w, const ConvGeom& g, float* w16, Index* off) {
+  for (int t = 0; t < g.k; ++t)
+    for (int o = 0; o < 16; ++o) w16[Index(t) * 16 + o] = o < g.co ? w[Index(o) * g.k + t] : 0.f;
+  tap_offsets(g, off);
+}
+
+void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
+                   float* y, const ConvGeom& g) {
+  static constexpr auto table = lanes_table(std::make_integer_sequence<int, kLanesMaxWo>{});
+  table[std::size_t(g.wo - 1)](xp, w16, off, b, tile, g);
+  // y[o, p] = tile[p, o]: gathers of 16 positions, 16 floats apart (masked with a zero source:
+  // GCC warns that the plain gather's source is unset).
+  const __m512i stride =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(16));
+  const Index l = g.l;
+  for (int o = 0; o < g.co; ++o) {
+    float* yo = y + Index(o) * l;
+    Index p = 0;
+    for (; p + 16 <= l; p += 16)
+      _mm512_storeu_ps(yo + p, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), __mmask16(0xFFFF),
+                                                        stride, tile + p * 16 + o, 4));
+    if (p < l) {
+      const __mmask16 m = lanes16(int(l - p));
+      _mm512_mask_storeu_ps(
+          yo + p, m,
+          _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, stride, tile + p * 16 + o, 4));
+    }
   }
 }
 

@@ -78,4 +78,28 @@ void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g)
 void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g);
 #endif
 
+// --- Direct convolution with output channels as lanes (float, AVX-512), src/conv_direct.cpp ---
+
+// LeNet's conv2 (6 -> 16 channels, 5×5, 10×10 output): at most 16 output channels, many taps
+// (K > kDirectMaxK) and short output rows (wo <= 16), where im2col's short-row copies cost a
+// third of the time. One vector holds a position's 16 channels; blocks of whole output rows keep
+// one accumulator per position.
+constexpr int kLanesMaxWo = 16;
+
+inline bool lanes_eligible(const ConvGeom& g) {
+  return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.co <= 16 &&
+         g.k > kDirectMaxK && g.wo <= kLanesMaxWo && !g.pointwise;
+}
+
+#ifdef __AVX512F__
+// w16 (k × 16) = wᵀ with the lanes past co zero; off (k) = each tap's offset in a padded image.
+void lanes_prepare(const float* w, const ConvGeom& g, float* w16, Index* off);
+
+// y[o, i, j] = b[o] (0 when b is null) + Σ_t w16[t, o]·xp[off[t] + i·wp + j] for one image, with
+// xp c×hp×wp (padded), w16 and off from lanes_prepare, tile a 64-byte aligned buffer of ho·wo·16
+// floats, y co×ho×wo. Requires lanes_eligible(g).
+void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
+                   float* y, const ConvGeom& g);
+#endif
+
 }  // namespace xgrad::detail

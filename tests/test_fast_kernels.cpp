@@ -107,10 +107,17 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
                         Case{{2, 1, 10, 18}, {7, 1, 3, 3}, 0, true, false},
                         Case{{1, 2, 5, 34}, {9, 2, 3, 3}, 0, true, false},
                         Case{{3, 1, 9, 5}, {13, 1, 2, 2}, 0, true, false},
-                        // K > 28: im2col + GEMM with short rows (wo 10 and 20) and col2im.
+                        // K > 28: im2col + GEMM with short rows (wo 10 and 20) and col2im (the
+                        // forward of the first takes the lanes kernel below).
                         Case{{2, 4, 9, 12}, {3, 4, 3, 3}, 0, true, true},
                         Case{{2, 4, 8, 22}, {5, 4, 3, 3}, 0, true, true},
                         Case{{2, 6, 14, 14}, {16, 6, 5, 5}, 0, true, true},
+                        // K > 28, C_out <= 16, wo <= 16: output channels as lanes (LeNet conv2),
+                        // with blocks of 1 to 4 rows and leftover rows.
+                        Case{{3, 8, 9, 9}, {16, 8, 2, 2}, 1, true, true},
+                        Case{{2, 4, 11, 20}, {5, 4, 5, 5}, 0, true, false},
+                        Case{{1, 2, 9, 7}, {1, 2, 5, 5}, 1, false, true},
+                        Case{{2, 3, 6, 6}, {7, 3, 4, 4}, 0, false, false},
                         Case{{64, 1, 28, 28}, {6, 1, 5, 5}, 2, true, false}}) {
     BOOST_TEST_CONTEXT("x " << shape_str(c.x) << " w " << shape_str(c.w)) {
       Conv2DParams p;
