@@ -8,7 +8,7 @@ namespace xgrad {
 namespace {
 
 // Below this many elements a parallel region costs more than it saves.
-constexpr std::ptrdiff_t kParallelElements = std::ptrdiff_t(1) << 16;
+constexpr std::ptrdiff_t kParallelElements = std::ptrdiff_t(1) << 14;
 
 template <class T>
 struct ReluNode final : Node<T> {

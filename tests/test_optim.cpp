@@ -1,7 +1,10 @@
 #define BOOST_TEST_MODULE optim
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include <xgrad/optim/optimizer.hpp>
 #include <xgrad/optim/scheduler.hpp>
@@ -107,6 +110,68 @@ BOOST_AUTO_TEST_CASE(sgd_plain_and_float) {
   opt.step();
   BOOST_TEST(p.value()(0) == -0.1f, boost::test_tools::tolerance(1e-6f));
   BOOST_TEST(opt.export_state().empty());
+}
+
+// Several parameters, some large enough for the parallel update (20,000 + 3 + 30,000 elements):
+// every element follows the momentum formula, whatever the thread count.
+BOOST_AUTO_TEST_CASE(sgd_updates_many_and_large_parameters) {
+  const std::vector<std::size_t> sizes = {20000, 3, 30000};
+  std::vector<Variable<float>> params;
+  std::vector<Tensor<float>> p0, g1, g2;
+  for (std::size_t s : sizes) {
+    Tensor<float> v = empty_tensor<float>({s}), a = empty_tensor<float>({s}),
+                  b = empty_tensor<float>({s});
+    for (std::size_t i = 0; i < s; ++i) {
+      v.data()[i] = 0.001f * float(i % 997) - 0.5f;
+      a.data()[i] = 0.01f * float(i % 13) - 0.06f;
+      b.data()[i] = 0.02f * float(i % 7) - 0.07f;
+    }
+    params.emplace_back(v, true);
+    p0.push_back(v);
+    g1.push_back(a);
+    g2.push_back(b);
+  }
+  SGDOptions o;
+  o.lr = 0.1;
+  o.momentum = 0.9;
+  o.weight_decay = 0.01;
+  SGD<float> opt(params, o);
+  for (std::size_t k = 0; k < params.size(); ++k) set_grad(params[k], g1[k]);
+  opt.step();
+  for (std::size_t k = 0; k < params.size(); ++k) set_grad(params[k], g2[k]);
+  opt.step();
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    double worst = 0;
+    for (std::size_t i = 0; i < sizes[k]; ++i) {
+      // b1 = d1 = g1 + wd·p0; p1 = p0 - lr·b1; b2 = 0.9·b1 + g2 + wd·p1; p2 = p1 - lr·b2
+      const double p = p0[k].data()[i];
+      const double b1 = g1[k].data()[i] + 0.01 * p;
+      const double p1 = p - 0.1 * b1;
+      const double b2 = 0.9 * b1 + g2[k].data()[i] + 0.01 * p1;
+      const double p2 = p1 - 0.1 * b2;
+      worst = std::max(worst, std::abs(double(params[k].value().data()[i]) - p2));
+    }
+    BOOST_TEST(worst < 1e-6, "parameter " << k << ": worst error " << worst);
+  }
+}
+
+// A gradient whose shape no longer matches its parameter is reported before anything changes.
+BOOST_AUTO_TEST_CASE(sgd_shape_mismatch_changes_nothing) {
+  V a(Tensor<double>{1.0, 2.0}, true, "a"), b(Tensor<double>{3.0, 4.0}, true, "b");
+  SGDOptions o;
+  o.lr = 0.1;
+  SGD<double> opt({a, b}, o);
+  set_grad(a, Tensor<double>{1.0, 1.0});
+  set_grad(b, Tensor<double>{1.0, 1.0});
+  b.mutable_value() = Tensor<double>{3.0, 4.0, 5.0};  // b changed shape after backward
+  try {
+    opt.step();
+    BOOST_ERROR("step() accepted a gradient of the wrong shape");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("parameter 1 has shape [3]") != std::string::npos,
+               e.what());
+  }
+  check_values(a.value(), {1.0, 2.0});  // the first parameter was not updated either
 }
 
 BOOST_AUTO_TEST_CASE(sgd_option_checks) {

@@ -10,9 +10,9 @@ namespace xgrad::optim {
 
 namespace {
 
-// Parameters at least this large are updated by all OpenMP threads (elementwise, so the result
-// does not depend on the thread count); smaller ones are not worth waking them for.
-constexpr std::ptrdiff_t kParallelElements = 1 << 15;
+// Updates of at least this many elements in all run on all OpenMP threads (elementwise, so the
+// result does not depend on the thread count); smaller ones are not worth waking them for.
+constexpr std::ptrdiff_t kParallelElements = 1 << 14;
 
 std::string num_str(double v) {
   char buf[64];
@@ -102,31 +102,53 @@ void SGD<T>::step() {
   const T mu = static_cast<T>(options_.momentum);
   const T keep = static_cast<T>(1.0 - options_.dampening);
   const bool use_momentum = options_.momentum != 0.0;
+  const bool nesterov = options_.nesterov;
+  // Every shape is checked before any parameter changes; then one parallel region updates all.
+  struct Update {
+    T* w;
+    const T* g;
+    T* b;  // the momentum buffer, null without momentum
+    std::ptrdiff_t n;
+    bool first;  // the buffer starts as the first step's d
+  };
+  std::vector<Update> updates;
+  std::ptrdiff_t total = 0;
   for (std::size_t i = 0; i < this->params_.size(); ++i) {
     Variable<T>& p = this->params_[i];
     if (!p.has_grad()) continue;
-    Tensor<T>& w = p.mutable_value();
+    const Tensor<T>& w = p.value();
     const Tensor<T>& g = p.grad();
     if (shape_of(g) != shape_of(w))
       throw Error("sgd: parameter " + std::to_string(i) + " has shape " + shape_str(w) +
                   " but its gradient has shape " + shape_str(g));
-    const std::ptrdiff_t n = std::ptrdiff_t(w.size());
-    T* wp = w.data();
-    const T* gp = g.data();
-    if (!use_momentum) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
-      for (std::ptrdiff_t k = 0; k < n; ++k) wp[k] -= lr * (gp[k] + wd * wp[k]);
-      continue;
-    }
-    const bool first = !has_momentum_[i];
+  }
+  for (std::size_t i = 0; i < this->params_.size(); ++i) {
+    Variable<T>& p = this->params_[i];
+    if (!p.has_grad()) continue;
+    Tensor<T>& w = p.mutable_value();
+    const bool first = use_momentum && !has_momentum_[i];
     if (first) {
       momentum_[i] = empty_tensor<T>(shape_of(w));
       has_momentum_[i] = true;
     }
-    T* bp = momentum_[i].data();
-    const bool nesterov = options_.nesterov;
-#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
-    for (std::ptrdiff_t k = 0; k < n; ++k) {
+    const std::ptrdiff_t n = std::ptrdiff_t(w.size());
+    updates.push_back(
+        {w.data(), p.grad().data(), use_momentum ? momentum_[i].data() : nullptr, n, first});
+    total += n;
+  }
+#pragma omp parallel if (total >= kParallelElements)
+  for (const Update& u : updates) {
+    T* wp = u.w;
+    const T* gp = u.g;
+    T* bp = u.b;
+    if (bp == nullptr) {
+#pragma omp for simd schedule(static) nowait
+      for (std::ptrdiff_t k = 0; k < u.n; ++k) wp[k] -= lr * (gp[k] + wd * wp[k]);
+      continue;
+    }
+    const bool first = u.first;
+#pragma omp for simd schedule(static) nowait
+    for (std::ptrdiff_t k = 0; k < u.n; ++k) {
       const T d = gp[k] + wd * wp[k];
       const T b = first ? d : mu * bp[k] + keep * d;
       bp[k] = b;
