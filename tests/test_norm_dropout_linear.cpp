@@ -5,10 +5,12 @@
 
 #include "test_util.hpp"
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <xgrad/xgrad.hpp>
 
@@ -25,33 +27,38 @@ namespace {}  // namespace
 // linear
 // ---------------------------------------------------------------------------------------------
 
+// Small, then large enough that the products split over threads: by columns (LeNet's fc1 at batch
+// 64: every product has m < n) and by rows (a batch of 300 into 20 outputs).
 BOOST_AUTO_TEST_CASE(linear_matches_loops) {
-  std::mt19937_64 rng(1);
-  const std::size_t n = 5, in = 7, out = 3;
-  Variable<double> x(random_tensor({n, in}, rng), true);
-  Variable<double> w(random_tensor({out, in}, rng), true);
-  Variable<double> b(random_tensor({out}, rng), true);
-  const Tensor<double> g = random_tensor({n, out}, rng);
-  Variable<double> y = linear(x, w, b);
-  y.backward(g);
-  Tensor<double> y_ref = filled_tensor<double>({n, out}, 0.0);
-  Tensor<double> dx = filled_tensor<double>({n, in}, 0.0);
-  Tensor<double> dw = filled_tensor<double>({out, in}, 0.0);
-  Tensor<double> db = filled_tensor<double>({out}, 0.0);
-  for (std::size_t r = 0; r < n; ++r)
-    for (std::size_t o = 0; o < out; ++o) {
-      y_ref(r, o) = b.value()(o);
-      for (std::size_t k = 0; k < in; ++k) {
-        y_ref(r, o) += x.value()(r, k) * w.value()(o, k);
-        dx(r, k) += g(r, o) * w.value()(o, k);
-        dw(o, k) += g(r, o) * x.value()(r, k);
-      }
-      db(o) += g(r, o);
+  for (const auto& [n, in, out] :
+       std::vector<std::array<std::size_t, 3>>{{5, 7, 3}, {64, 400, 120}, {300, 100, 20}})
+    BOOST_TEST_CONTEXT("x [" << n << "," << in << "], w [" << out << "," << in << "]") {
+      std::mt19937_64 rng(1);
+      Variable<double> x(random_tensor({n, in}, rng), true);
+      Variable<double> w(random_tensor({out, in}, rng), true);
+      Variable<double> b(random_tensor({out}, rng), true);
+      const Tensor<double> g = random_tensor({n, out}, rng);
+      Variable<double> y = linear(x, w, b);
+      y.backward(g);
+      Tensor<double> y_ref = filled_tensor<double>({n, out}, 0.0);
+      Tensor<double> dx = filled_tensor<double>({n, in}, 0.0);
+      Tensor<double> dw = filled_tensor<double>({out, in}, 0.0);
+      Tensor<double> db = filled_tensor<double>({out}, 0.0);
+      for (std::size_t r = 0; r < n; ++r)
+        for (std::size_t o = 0; o < out; ++o) {
+          y_ref(r, o) = b.value()(o);
+          for (std::size_t k = 0; k < in; ++k) {
+            y_ref(r, o) += x.value()(r, k) * w.value()(o, k);
+            dx(r, k) += g(r, o) * w.value()(o, k);
+            dw(o, k) += g(r, o) * x.value()(r, k);
+          }
+          db(o) += g(r, o);
+        }
+      BOOST_TEST(max_abs_diff(y.value(), y_ref) < 1e-12);
+      BOOST_TEST(max_abs_diff(x.grad(), dx) < 1e-12);
+      BOOST_TEST(max_abs_diff(w.grad(), dw) < 1e-12);
+      BOOST_TEST(max_abs_diff(b.grad(), db) < 1e-12);
     }
-  BOOST_TEST(max_abs_diff(y.value(), y_ref) < 1e-12);
-  BOOST_TEST(max_abs_diff(x.grad(), dx) < 1e-12);
-  BOOST_TEST(max_abs_diff(w.grad(), dw) < 1e-12);
-  BOOST_TEST(max_abs_diff(b.grad(), db) < 1e-12);
 }
 
 BOOST_AUTO_TEST_CASE(linear_without_bias) {
