@@ -104,8 +104,8 @@ def main():
     p.add_argument("--skip-ops", action="store_true")
     p.add_argument("--omp", choices=sorted(OMP_SETTINGS), default="default",
                    help="OpenMP waiting, the same for both frameworks (both use libgomp): "
-                        "default = xgrad's (GOMP_SPINCOUNT 4000 on a quiet machine, else 1000), active = spin (best on a quiet "
-                        "machine), passive = sleep")
+                        "default = xgrad's (GOMP_SPINCOUNT 4000 on a quiet machine, else 1000), "
+                        "active = spin (best on a quiet machine), passive = sleep")
     a = p.parse_args()
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         ENV.pop(name, None)

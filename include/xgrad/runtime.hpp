@@ -17,11 +17,11 @@ std::string preferred_blas_core();
 /// - OPENBLAS_NUM_THREADS = 1 (our OpenMP threads parallelise over the batch; two pools fight);
 /// - GOMP_SPINCOUNT, unless OMP_WAIT_POLICY is set: idle threads spin for a while, then sleep.
 ///   4000 when the machine is quiet at start (busy_cores() < 0.5), else 1000.
-///   Measured on this 2-core machine, 2-thread LeNet training, batch 64 (img/s):
-///   quiet: spin 1000 / 4000 / 10000 / active gave 33k / 39k / 39k / 40k at batch 64 and 22k /
-///   34k / 32k / 34k at batch 32; with one other busy process: spin 1000 / 4000 / passive gave
-///   18k / 12.4k / 21k, and libgomp's default (near-endless spinning) about 900 at load 6.
-///   Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine.
+///   Measured on this 2-core machine, 2-thread LeNet training (img/s): quiet, spin 1000 / 4000 /
+///   active gave 34k / 40k / 40k at batch 64 and 22k / 34k / 34k at batch 32; with one other
+///   busy process, spin 1000 / 4000 / passive gave 18k / 12.4k / 21k at batch 64, and libgomp's
+///   default (near-endless spinning) about 900 at load 6. Set OMP_WAIT_POLICY=ACTIVE yourself on
+///   a dedicated machine.
 /// It also tells malloc to keep large freed blocks, so each training step's tensors reuse memory
 /// instead of page-faulting it in anew, and calls enable_flush_to_zero(). If the re-exec fails
 /// the program runs on as it is.
