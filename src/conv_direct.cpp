@@ -1,6 +1,8 @@
-// The direct conv2d kernels for few input channels (declared in conv_kernels.hpp): float with
-// AVX-512 only. Each public entry dispatches through a constexpr table to a kernel specialised on
-// its channel count (forward) or tap count (dW), so the accumulators live in registers.
+// The direct conv2d kernels (declared in conv_kernels.hpp): float with AVX-512 only. For few input
+// channels, output columns are the lanes; for few output channels and short rows, the output
+// channels are. Each public entry dispatches through a constexpr table to a kernel specialised on
+// its channel count (forward), tap count (dW) or row width (lanes), so the accumulators live in
+// registers.
 #include <algorithm>
 #include <array>
 #include <cstddef>

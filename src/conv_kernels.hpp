@@ -1,7 +1,7 @@
 // Internal kernels of conv2d (ops/conv2d.cpp, which owns validation, the drivers, threading and
 // the per-thread buffers): zero padding and im2col/col2im bands (src/conv_im2col.cpp) and the
-// direct kernels for few input channels (src/conv_direct.cpp). All work on one image at a time
-// with raw NCHW pointers; none allocates per call except col2im's mask table.
+// direct kernels for few input channels or few output channels (src/conv_direct.cpp). All work on
+// one image at a time with raw NCHW pointers; none allocates per call except col2im's mask table.
 #pragma once
 
 #include <cstddef>
@@ -96,8 +96,8 @@ inline bool lanes_eligible(const ConvGeom& g) {
 void lanes_prepare(const float* w, const ConvGeom& g, float* w16, Index* off);
 
 // y[o, i, j] = b[o] (0 when b is null) + Σ_t w16[t, o]·xp[off[t] + i·wp + j] for one image, with
-// xp c×hp×wp (padded), w16 and off from lanes_prepare, tile a 64-byte aligned buffer of ho·wo·16
-// floats, y co×ho×wo. Requires lanes_eligible(g).
+// xp c×hp×wp (padded), w16 and off from lanes_prepare, tile a buffer of ho·wo·16 floats,
+// y co×ho×wo. Requires lanes_eligible(g).
 void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
                    float* y, const ConvGeom& g);
 #endif
