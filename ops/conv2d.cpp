@@ -38,10 +38,10 @@ using detail::unpad_image;
 using detail::direct_dw;
 using detail::direct_dw_finish;
 using detail::direct_forward;
-using detail::direct_transpose_weights;
 using detail::lanes_eligible;
 using detail::lanes_forward;
-using detail::lanes_prepare;
+using detail::tap_offsets;
+using detail::transpose_weights;
 #endif
 
 // Bytes of im2col buffer per band: large enough for an efficient GEMM, small enough for L2.
@@ -94,11 +94,32 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   const int ld = band_pitch<T>(g);
   const std::size_t band_elems = std::size_t(g.k + 1) * std::size_t(ld);
   const std::size_t padded_elems = std::size_t(g.c) * std::size_t(g.hp) * std::size_t(g.wp);
-  // The bias rides in the GEMM as one more column of W against a row of ones in the band, which
+  // Float kernels that need no column matrix (AVX-512 only): for few input channels, and for few
+  // output channels with short rows. Both read the weights transposed.
+  bool direct = false, lanes = false;
+#ifdef __AVX512F__
+  constexpr bool kFloat = std::is_same_v<T, float>;
+  direct = kFloat && direct_eligible(g);
+  lanes = kFloat && !direct && lanes_eligible(g);
+  std::vector<float> wt;
+  std::vector<Index> offsets;
+  if constexpr (kFloat) {
+    if (direct || lanes) {
+      const int pitch = direct ? g.co : 16;
+      wt.resize(std::size_t(g.k) * std::size_t(pitch));
+      transpose_weights(w, g, pitch, wt.data());
+    }
+    if (lanes) {
+      offsets.resize(std::size_t(g.k));
+      tap_offsets(g, offsets.data());
+    }
+  }
+#endif
+  // In the GEMM the bias rides as one more column of W against a row of ones in the band, which
   // saves a pass over the output: wb[gr] = [W_gr | b_gr], cog × (k + 1).
   const int kb = b != nullptr ? g.k + 1 : g.k;
   std::vector<T> wb;
-  if (b != nullptr && !g.pointwise) {
+  if (b != nullptr && !g.pointwise && !direct && !lanes) {
     wb.resize(std::size_t(g.co) * std::size_t(kb));
     for (int o = 0; o < g.co; ++o) {
       std::copy(w + Index(o) * g.k, w + Index(o + 1) * g.k, wb.begin() + Index(o) * kb);
@@ -106,50 +127,10 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
     }
   }
   const T* wk = wb.empty() ? w : wb.data();
-#ifdef __AVX512F__
-  constexpr bool kFloat = std::is_same_v<T, float>;
-  const bool direct = kFloat && direct_eligible(g);
-  const bool lanes = kFloat && !direct && lanes_eligible(g);
-  std::vector<float> wt;
-  std::vector<Index> offsets;
-  if constexpr (kFloat) {
-    if (direct) {
-      wt.resize(std::size_t(g.co) * std::size_t(g.k));
-      direct_transpose_weights(w, g, wt.data());
-    }
-    if (lanes) {
-      wt.resize(std::size_t(g.k) * 16);
-      offsets.resize(std::size_t(g.k));
-      lanes_prepare(w, g, wt.data(), offsets.data());
-    }
-  }
-#endif
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < g.n; ++n) {
     const T* xn = x + n * x_image;
     T* yn = y + n * y_image;
-#ifdef __AVX512F__
-    if constexpr (kFloat) {
-      if (direct) {  // always staged: the kernel reads kDirectSlack floats past the image
-        T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
-        pad_image(xn, g, xp);
-        std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
-        direct_forward(xp, wt.data(), b, yn, g);
-        continue;
-      }
-      if (lanes) {
-        const T* xp = xn;
-        if (g.padded) {
-          T* buf = scratch<T, 1>(padded_elems);
-          pad_image(xn, g, buf);
-          xp = buf;
-        }
-        lanes_forward(xp, wt.data(), offsets.data(), b, scratch<T, 0>(std::size_t(g.l) * 16), yn,
-                      g);
-        continue;
-      }
-    }
-#endif
     if (g.pointwise) {
       if (b != nullptr)
         for (int o = 0; o < g.co; ++o) std::fill(yn + o * g.l, yn + (o + 1) * g.l, b[o]);
@@ -159,13 +140,31 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
                    xn + gr * xp_group, int(g.l), beta, yn + Index(gr) * g.cog * g.l, int(g.l));
       continue;
     }
-    T* col = scratch<T, 0>(band_elems);
+#ifdef __AVX512F__
+    if constexpr (kFloat)
+      if (direct) {  // always staged: the kernel reads kDirectSlack floats past the image
+        T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
+        pad_image(xn, g, xp);
+        std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
+        direct_forward(xp, wt.data(), b, yn, g);
+        continue;
+      }
+#endif
     const T* xp = xn;
     if (g.padded) {
       T* buf = scratch<T, 1>(padded_elems);
       pad_image(xn, g, buf);
       xp = buf;
     }
+#ifdef __AVX512F__
+    if constexpr (kFloat)
+      if (lanes) {
+        lanes_forward(xp, wt.data(), offsets.data(), b, scratch<T, 0>(std::size_t(g.l) * 16), yn,
+                      g);
+        continue;
+      }
+#endif
+    T* col = scratch<T, 0>(band_elems);
     if (b != nullptr) std::fill(col + Index(g.k) * ld, col + Index(g.k + 1) * ld, T(1));
     for (int gr = 0; gr < g.groups; ++gr) {
       const T* wg = wk + Index(gr) * g.cog * kb;

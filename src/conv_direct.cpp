@@ -20,15 +20,6 @@ namespace xgrad::detail {
 
 namespace {
 
-// off[t] = the offset of tap t = (ci, p, q) in a padded image: ci·hp·wp + p·wp + q.
-void tap_offsets(const ConvGeom& g, Index* off) {
-  const Index plane = Index(g.hp) * g.wp;
-  int t = 0;
-  for (int ci = 0; ci < g.c; ++ci)
-    for (int p = 0; p < g.kh; ++p)
-      for (int q = 0; q < g.kw; ++q) off[t++] = ci * plane + Index(p) * g.wp + q;
-}
-
 inline __mmask16 lanes16(int n) {
   return n <= 0 ? __mmask16(0) : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
 }
@@ -275,9 +266,18 @@ constexpr std::array<LanesImageFn, sizeof...(N)> lanes_table(std::integer_sequen
 
 }  // namespace
 
-void direct_transpose_weights(const float* w, const ConvGeom& g, float* wt) {
-  for (int o = 0; o < g.co; ++o)
-    for (int t = 0; t < g.k; ++t) wt[Index(t) * g.co + o] = w[Index(o) * g.k + t];
+void transpose_weights(const float* w, const ConvGeom& g, int pitch, float* wt) {
+  for (int t = 0; t < g.k; ++t)
+    for (int o = 0; o < pitch; ++o)
+      wt[Index(t) * pitch + o] = o < g.co ? w[Index(o) * g.k + t] : 0.f;
+}
+
+void tap_offsets(const ConvGeom& g, Index* off) {
+  const Index plane = Index(g.hp) * g.wp;
+  int t = 0;
+  for (int ci = 0; ci < g.c; ++ci)
+    for (int p = 0; p < g.kh; ++p)
+      for (int q = 0; q < g.kw; ++q) off[t++] = ci * plane + Index(p) * g.wp + q;
 }
 
 void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g) {
@@ -306,12 +306,6 @@ void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g) {
     for (int lane = 0; lane < 16; ++lane) s += vacc[e * 16 + lane];
     dw[e] += s;
   }
-}
-
-void lanes_prepare(const float* w, const ConvGeom& g, float* w16, Index* off) {
-  for (int t = 0; t < g.k; ++t)
-    for (int o = 0; o < 16; ++o) w16[Index(t) * 16 + o] = o < g.co ? w[Index(o) * g.k + t] : 0.f;
-  tap_offsets(g, off);
 }
 
 void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,

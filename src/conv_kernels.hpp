@@ -60,12 +60,16 @@ inline bool direct_eligible(const ConvGeom& g) {
 }
 
 #ifdef __AVX512F__
-// wt (k × co) = the transpose of w (co × k), the weight layout direct_forward reads.
-void direct_transpose_weights(const float* w, const ConvGeom& g, float* wt);
+// wt[t, o] = w[o, t] for o < co and 0 for co <= o < pitch: the transpose of w (co × k) with rows
+// `pitch` apart (pitch >= co), the weight layout of both direct kernels.
+void transpose_weights(const float* w, const ConvGeom& g, int pitch, float* wt);
+
+// off[t] = the offset of tap t = (ci, p, q) in a padded image, ci·hp·wp + p·wp + q, for t < k.
+void tap_offsets(const ConvGeom& g, Index* off);
 
 // y[o, i, j] = b[o] (0 when b is null) + Σ_{ci,p,q} w[o, ci, p, q]·xp[ci, i + p, j + q] for one
 // image: xp is c×hp×wp (padded) followed by kDirectSlack finite floats (the kernel loads whole
-// vectors past row ends), wt = wᵀ (k × co, see direct_transpose_weights), b co, y co×ho×wo.
+// vectors past row ends), wt = wᵀ (k × co: transpose_weights with pitch co), b co, y co×ho×wo.
 // Requires direct_eligible(g).
 void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g);
 
@@ -92,11 +96,9 @@ inline bool lanes_eligible(const ConvGeom& g) {
 }
 
 #ifdef __AVX512F__
-// w16 (k × 16) = wᵀ with the lanes past co zero; off (k) = each tap's offset in a padded image.
-void lanes_prepare(const float* w, const ConvGeom& g, float* w16, Index* off);
-
 // y[o, i, j] = b[o] (0 when b is null) + Σ_t w16[t, o]·xp[off[t] + i·wp + j] for one image, with
-// xp c×hp×wp (padded), w16 and off from lanes_prepare, tile a buffer of ho·wo·16 floats,
+// xp c×hp×wp (padded), w16 = wᵀ (transpose_weights with pitch 16), off from tap_offsets, tile a
+// buffer of ho·wo·16 floats,
 // y co×ho×wo. Requires lanes_eligible(g).
 void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
                    float* y, const ConvGeom& g);
