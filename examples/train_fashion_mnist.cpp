@@ -206,30 +206,31 @@ std::string draw_curves(const fs::path& dir, bool with_val) {
   return "";
 }
 
-std::size_t meta_size(const io::Metadata& m, const std::string& key, const std::string& path) {
-  const auto it = m.find(key);
-  if (it == m.end()) throw Error("checkpoint: " + path + ": metadata has no '" + key + "'");
-  try {
-    return std::stoull(it->second);
-  } catch (const std::exception&) {
-    throw Error("checkpoint: " + path + ": metadata '" + key + "' is not a number: " + it->second);
-  }
-}
-
-double meta_double(const io::Metadata& m, const std::string& key, const std::string& path) {
-  const auto it = m.find(key);
-  if (it == m.end()) throw Error("checkpoint: " + path + ": metadata has no '" + key + "'");
-  try {
-    return std::stod(it->second);
-  } catch (const std::exception&) {
-    throw Error("checkpoint: " + path + ": metadata '" + key + "' is not a number: " + it->second);
-  }
-}
-
 std::string meta_string(const io::Metadata& m, const std::string& key, const std::string& path) {
   const auto it = m.find(key);
   if (it == m.end()) throw Error("checkpoint: " + path + ": metadata has no '" + key + "'");
   return it->second;
+}
+
+// parse(text) for a numeric metadata entry; an entry that does not parse names the key and text.
+template <class Parse>
+auto meta_number(const io::Metadata& m, const std::string& key, const std::string& path,
+                 Parse parse) {
+  const std::string text = meta_string(m, key, path);
+  try {
+    return parse(text);
+  } catch (const std::exception&) {
+    throw Error("checkpoint: " + path + ": metadata '" + key + "' is not a number: " + text);
+  }
+}
+
+std::size_t meta_size(const io::Metadata& m, const std::string& key, const std::string& path) {
+  return meta_number(m, key, path,
+                     [](const std::string& t) { return std::size_t(std::stoull(t)); });
+}
+
+double meta_double(const io::Metadata& m, const std::string& key, const std::string& path) {
+  return meta_number(m, key, path, [](const std::string& t) { return std::stod(t); });
 }
 
 std::string to_meta(double v) {
