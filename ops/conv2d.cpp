@@ -100,11 +100,12 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
 #ifdef __AVX512F__
   constexpr bool kFloat = std::is_same_v<T, float>;
   direct = kFloat && direct_eligible(g);
+  const bool flat = direct && detail::flat_eligible(g);
   lanes = kFloat && !direct && lanes_eligible(g);
   std::vector<float> wt;
   std::vector<Index> offsets;
   if constexpr (kFloat) {
-    if (direct || lanes) {
+    if ((direct && !flat) || lanes) {
       const int pitch = direct ? g.co : 16;
       wt.resize(std::size_t(g.k) * std::size_t(pitch));
       transpose_weights(w, g, pitch, wt.data());
@@ -141,6 +142,17 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
       continue;
     }
 #ifdef __AVX512F__
+    if constexpr (kFloat)
+      if (flat) {
+        T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
+        pad_image(xn, g, xp);
+        std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
+        const Index ld = detail::flat_pitch(g);
+        T* s0 = scratch<T, 0>(std::size_t(detail::kFlatFront + g.k * ld)) + detail::kFlatFront;
+        detail::flat_stage(xp, g, s0, ld);
+        detail::flat_forward(s0, ld, w, b, yn, g);
+        continue;
+      }
     if constexpr (kFloat)
       if (direct) {  // always staged: the kernel reads kDirectSlack floats past the image
         T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);

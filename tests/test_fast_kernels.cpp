@@ -15,6 +15,8 @@
 #include "reference/conv_reference.hpp"
 #include "reference/pool_reference.hpp"
 
+#include "../src/conv_kernels.hpp"
+
 using namespace xgrad;
 using xgrad::testing::random_tensor;
 
@@ -107,6 +109,10 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
                         Case{{2, 1, 10, 18}, {7, 1, 3, 3}, 0, true, false},
                         Case{{1, 2, 5, 34}, {9, 2, 3, 3}, 0, true, false},
                         Case{{3, 1, 9, 5}, {13, 1, 2, 2}, 0, true, false},
+                        // K <= 12: the flat kernel, with planes of 35 (16 alignment classes)
+                        // and 64 floats (one class, 17 channels in chunks).
+                        Case{{3, 1, 7, 9}, {20, 1, 3, 3}, 0, true, false},
+                        Case{{2, 1, 8, 8}, {17, 1, 3, 3}, 1, false, true},
                         // K > 28: im2col + GEMM with short rows (wo 10 and 20) and col2im (the
                         // forward of the first takes the lanes kernel below).
                         Case{{2, 4, 9, 12}, {3, 4, 3, 3}, 0, true, true},
@@ -138,3 +144,76 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
     }
   }
 }
+
+#ifdef __AVX512F__
+// The flat kernel against loops, for every alignment of the output (0-15 floats past a 64-byte
+// boundary), plane lengths l with every kind of period (l mod 16 = 0, 4, 8 and odd), several
+// chunks per alignment class, and guards around the output that must stay untouched.
+BOOST_AUTO_TEST_CASE(flat_conv_kernel_matches_loops_at_every_alignment) {
+  using detail::ConvGeom;
+  using detail::Index;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  struct Case {
+    int c, h, w, co, k, pad;
+    bool bias;
+  };
+  for (const Case& cs : {Case{1, 28, 28, 32, 3, 0, true},  // the convnet's conv1: l = 676
+                         Case{1, 10, 10, 17, 3, 1, true},  // l = 100 (mod 16 = 4), 17 channels
+                         Case{1, 9, 11, 20, 3, 0, false},  // l = 63: 16 classes
+                         Case{1, 6, 6, 9, 2, 1, true},     // l = 49
+                         Case{1, 4, 8, 24, 3, 1, true},    // l = 32: one class, 3 chunks of 8
+                         Case{2, 7, 5, 5, 2, 0, true},     // C_in = 2, l = 24
+                         Case{1, 2, 3, 3, 2, 0, true}}) {  // l = 2: shorter than a vector
+    ConvGeom g{};
+    g.n = 1, g.c = cs.c, g.h = cs.h, g.w = cs.w, g.co = cs.co, g.kh = cs.k, g.kw = cs.k;
+    g.sh = g.sw = g.dh = g.dw = g.groups = 1, g.ph = g.pw = cs.pad;
+    g.hp = cs.h + 2 * cs.pad, g.wp = cs.w + 2 * cs.pad;
+    g.ho = g.hp - cs.k + 1, g.wo = g.wp - cs.k + 1;
+    g.padded = cs.pad > 0, g.cg = cs.c, g.cog = cs.co, g.k = cs.c * cs.k * cs.k;
+    g.l = Index(g.ho) * g.wo, g.band_rows = g.ho, g.pointwise = false;
+    BOOST_REQUIRE(detail::flat_eligible(g));
+    std::vector<float> xp(std::size_t(g.c * g.hp * g.wp + detail::kDirectSlack), 0.f);
+    for (int ci = 0; ci < g.c; ++ci)
+      for (int i = 0; i < g.h; ++i)
+        for (int j = 0; j < g.w; ++j)
+          xp[std::size_t((ci * g.hp + i + cs.pad) * g.wp + j + cs.pad)] = u(rng);
+    std::vector<float> w(std::size_t(g.co * g.k)), b(std::size_t(g.co));
+    for (float& v : w) v = u(rng);
+    for (float& v : b) v = u(rng);
+    const Index ld = detail::flat_pitch(g);
+    std::vector<float> s(std::size_t(detail::kFlatFront + g.k * ld), std::nanf(""));
+    detail::flat_stage(xp.data(), g, s.data() + detail::kFlatFront, ld);
+    const Index out = Index(g.co) * g.l;
+    for (int shift = 0; shift < 16; ++shift) {
+      BOOST_TEST_CONTEXT("c " << cs.c << " " << cs.h << "x" << cs.w << " co " << cs.co << " k "
+                              << cs.k << " shift " << shift) {
+        constexpr float guard = 12345.f;
+        alignas(64) static float buf[64 + 32 * 1000];
+        BOOST_REQUIRE(std::size_t(out) + 48 <= sizeof(buf) / sizeof(float));
+        std::fill(buf, buf + 32 + shift + out + 16, guard);
+        float* y = buf + 32 + shift;
+        detail::flat_forward(s.data() + detail::kFlatFront, ld, w.data(),
+                             cs.bias ? b.data() : nullptr, y, g);
+        double worst = 0;
+        for (int o = 0; o < g.co; ++o)
+          for (int i = 0; i < g.ho; ++i)
+            for (int j = 0; j < g.wo; ++j) {
+              double r = cs.bias ? b[std::size_t(o)] : 0.0;
+              for (int ci = 0; ci < g.c; ++ci)
+                for (int p = 0; p < cs.k; ++p)
+                  for (int q = 0; q < cs.k; ++q)
+                    r += double(w[std::size_t((o * g.c + ci) * cs.k * cs.k + p * cs.k + q)]) *
+                         xp[std::size_t((ci * g.hp + i + p) * g.wp + j + q)];
+              worst = std::max(worst, std::abs(y[o * g.l + i * g.wo + j] - r));
+            }
+        BOOST_TEST(worst < 1e-5);
+        bool guards = true;
+        for (float* p = buf; p < y; ++p) guards = guards && *p == guard;
+        for (float* p = y + out; p < y + out + 16; ++p) guards = guards && *p == guard;
+        BOOST_TEST(guards);
+      }
+    }
+  }
+}
+#endif
