@@ -27,7 +27,7 @@ int run(int argc, char** argv) {
   app.add_option("checkpoint", checkpoint, "A .safetensors checkpoint")->required();
   app.add_option("--model", model_name,
                  "Model to load the weights into (default: the checkpoint's 'model' metadata)")
-      ->check(CLI::IsMember({"lenet", "convnet", "resnet", "inception"}));
+      ->check(CLI::IsMember(nn::model_names()));
   app.add_option("--data-dir", data_dir, "Directory of the Fashion-MNIST idx(.gz) files");
   app.add_option("--threads", threads, "OpenMP threads (0: all cores)")->check(CLI::Range(0, 1024));
   app.add_option("--limit", limit, "Evaluate the first N images only (0: all)");

@@ -246,8 +246,8 @@ int run(int argc, char** argv) {
       "lr 0.05, batch 64, weight decay 5e-4, cosine schedule, 15 epochs).",
       kProgram};
   app.option_defaults()->always_capture_default();
-  auto* o_model = app.add_option("--model", s.model, "Model")
-                      ->check(CLI::IsMember({"lenet", "convnet", "resnet", "inception"}));
+  auto* o_model =
+      app.add_option("--model", s.model, "Model")->check(CLI::IsMember(nn::model_names()));
   auto* o_epochs =
       app.add_option("--epochs", s.epochs, "Total number of epochs")->check(CLI::Range(1, 100000));
   auto* o_batch =

@@ -158,6 +158,16 @@ BOOST_AUTO_TEST_CASE(lenet5_has_61706_parameters) {
   BOOST_TEST(convnet<float>()->parameter_count() == 1199882u);
 }
 
+BOOST_AUTO_TEST_CASE(resnet_width_scales_every_stage) {
+  BOOST_TEST(make_model<float>("resnet16")->parameter_count() == 77754u);
+  BOOST_TEST(make_model<float>("resnet")->parameter_count() == 308074u);
+  const std::string r = make_model<double>("resnet")->summary({1, 1, 28, 28});
+  BOOST_TEST(contains(r, "ResidualBlock(32, 64, stride=2, projection)"));
+  BOOST_TEST(contains(r, "[1,128,7,7]"));
+  BOOST_TEST(contains(r, "Linear(128, 10)"));
+  BOOST_CHECK_THROW(resnet_small<float>(0), Error);
+}
+
 BOOST_AUTO_TEST_CASE(named_parameters_are_unique_stable_and_dotted) {
   const std::vector<std::string> expected{"0.weight",  "0.bias", "3.weight", "3.bias",
                                           "7.weight",  "7.bias", "9.weight", "9.bias",
@@ -375,7 +385,7 @@ BOOST_AUTO_TEST_CASE(summary_lists_each_layer_and_the_total) {
     BOOST_TEST(contains(s, part), part);
   BOOST_TEST(std::count(s.begin(), s.end(), '\n') == 12 + 5);
 
-  auto resnet = resnet_small<double>();
+  auto resnet = resnet_small<double>(16);
   const std::string r = resnet->summary({2, 1, 28, 28});
   BOOST_TEST(contains(r, "ResidualBlock(16, 32, stride=2, projection)"));
   BOOST_TEST(contains(r, "[2,64,7,7]"));

@@ -60,16 +60,18 @@ std::shared_ptr<Sequential<T>> convnet() {
 }
 
 template <class T>
-std::shared_ptr<Sequential<T>> resnet_small() {
+std::shared_ptr<Sequential<T>> resnet_small(std::size_t width) {
+  if (width == 0) throw Error("resnet_small: width must be positive");
+  const std::size_t w = width;
   auto m = std::make_shared<Sequential<T>>();
-  m->add(conv<T>(1, 16, 3, 1, false))
-      .add(std::make_shared<BatchNorm2d<T>>(16))
+  m->add(conv<T>(1, w, 3, 1, false))
+      .add(std::make_shared<BatchNorm2d<T>>(w))
       .add(relu_layer<T>())
-      .add(std::make_shared<ResidualBlock<T>>(16, 16, 1))
-      .add(std::make_shared<ResidualBlock<T>>(16, 32, 2))
-      .add(std::make_shared<ResidualBlock<T>>(32, 64, 2))
+      .add(std::make_shared<ResidualBlock<T>>(w, w, 1))
+      .add(std::make_shared<ResidualBlock<T>>(w, 2 * w, 2))
+      .add(std::make_shared<ResidualBlock<T>>(2 * w, 4 * w, 2))
       .add(std::make_shared<GlobalAvgPool2d<T>>())
-      .add(std::make_shared<Linear<T>>(64, 10));
+      .add(std::make_shared<Linear<T>>(4 * w, 10));
   return m;
 }
 
@@ -88,25 +90,26 @@ std::shared_ptr<Sequential<T>> inception_small() {
 }
 
 std::vector<std::string> model_names() {
-  return {"lenet", "convnet", "resnet", "inception"};
+  return {"lenet", "convnet", "resnet", "resnet16", "inception"};
 }
 
 template <class T>
 std::shared_ptr<Sequential<T>> make_model(const std::string& name) {
   if (name == "lenet") return lenet5<T>();
   if (name == "convnet") return convnet<T>();
-  if (name == "resnet") return resnet_small<T>();
+  if (name == "resnet") return resnet_small<T>(32);
+  if (name == "resnet16") return resnet_small<T>(16);
   if (name == "inception") return inception_small<T>();
   std::string valid;
   for (const std::string& n : model_names()) valid += (valid.empty() ? "" : ", ") + n;
   throw Error("make_model: unknown model '" + name + "'; valid names: " + valid);
 }
 
-#define X(T)                                                    \
-  template std::shared_ptr<Sequential<T>> lenet5<T>();          \
-  template std::shared_ptr<Sequential<T>> convnet<T>();         \
-  template std::shared_ptr<Sequential<T>> resnet_small<T>();    \
-  template std::shared_ptr<Sequential<T>> inception_small<T>(); \
+#define X(T)                                                            \
+  template std::shared_ptr<Sequential<T>> lenet5<T>();                  \
+  template std::shared_ptr<Sequential<T>> convnet<T>();                 \
+  template std::shared_ptr<Sequential<T>> resnet_small<T>(std::size_t); \
+  template std::shared_ptr<Sequential<T>> inception_small<T>();         \
   template std::shared_ptr<Sequential<T>> make_model<T>(const std::string&);
 X(float)
 X(double)

@@ -20,11 +20,12 @@ std::shared_ptr<Sequential<T>> lenet5();
 template <class T>
 std::shared_ptr<Sequential<T>> convnet();
 
-/// A small ResNet: stem conv 16@3x3 pad 1 (no bias) + BN + ReLU at 28x28, then
-/// ResidualBlock(16,16) at 28x28, ResidualBlock(16,32, stride 2) at 14x14,
-/// ResidualBlock(32,64, stride 2) at 7x7, global average pool, 64->10.
+/// A small ResNet of base width w: stem conv w@3x3 pad 1 (no bias) + BN + ReLU at 28x28, then
+/// ResidualBlock(w,w) at 28x28, ResidualBlock(w,2w, stride 2) at 14x14,
+/// ResidualBlock(2w,4w, stride 2) at 7x7, global average pool, 4w->10.
+/// make_model("resnet") is width 32 (308,074 parameters); "resnet16" is width 16 (77,754).
 template <class T>
-std::shared_ptr<Sequential<T>> resnet_small();
+std::shared_ptr<Sequential<T>> resnet_small(std::size_t width = 32);
 
 /// A small inception net: stem conv 16@3x3 pad 1 + ReLU, maxpool 2 (14x14),
 /// InceptionBlock(16; 16, 24, 8, 8) -> 56 channels, maxpool 2 (7x7),
@@ -32,7 +33,7 @@ std::shared_ptr<Sequential<T>> resnet_small();
 template <class T>
 std::shared_ptr<Sequential<T>> inception_small();
 
-/// The names make_model() accepts: "lenet", "convnet", "resnet", "inception".
+/// The names make_model() accepts: "lenet", "convnet", "resnet", "resnet16", "inception".
 std::vector<std::string> model_names();
 
 /// The model called `name` (see model_names()); throws xgrad::Error listing the valid names
@@ -40,11 +41,11 @@ std::vector<std::string> model_names();
 template <class T>
 std::shared_ptr<Sequential<T>> make_model(const std::string& name);
 
-#define XGRAD_NN_MODELS_EXTERN(T)                                      \
-  extern template std::shared_ptr<Sequential<T>> lenet5<T>();          \
-  extern template std::shared_ptr<Sequential<T>> convnet<T>();         \
-  extern template std::shared_ptr<Sequential<T>> resnet_small<T>();    \
-  extern template std::shared_ptr<Sequential<T>> inception_small<T>(); \
+#define XGRAD_NN_MODELS_EXTERN(T)                                              \
+  extern template std::shared_ptr<Sequential<T>> lenet5<T>();                  \
+  extern template std::shared_ptr<Sequential<T>> convnet<T>();                 \
+  extern template std::shared_ptr<Sequential<T>> resnet_small<T>(std::size_t); \
+  extern template std::shared_ptr<Sequential<T>> inception_small<T>();         \
   extern template std::shared_ptr<Sequential<T>> make_model<T>(const std::string&);
 XGRAD_NN_MODELS_EXTERN(float)
 XGRAD_NN_MODELS_EXTERN(double)
