@@ -34,7 +34,7 @@ using detail::im2col_band;
 using detail::Index;
 using detail::pad_image;
 using detail::unpad_image;
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
 using detail::direct_dw;
 using detail::direct_dw_finish;
 using detail::direct_forward;
@@ -94,13 +94,17 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   const int ld = band_pitch<T>(g);
   const std::size_t band_elems = std::size_t(g.k + 1) * std::size_t(ld);
   const std::size_t padded_elems = std::size_t(g.c) * std::size_t(g.hp) * std::size_t(g.wp);
-  // Float kernels that need no column matrix (AVX-512 only): for few input channels, and for few
+  // Float kernels that need no column matrix (AVX-512 or AVX2): for few input channels, and for few
   // output channels with short rows. Both read the weights transposed.
   bool direct = false, lanes = false;
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
   constexpr bool kFloat = std::is_same_v<T, float>;
   direct = kFloat && direct_eligible(g);
+#ifdef __AVX512F__
   const bool flat = direct && detail::flat_eligible(g);
+#else
+  constexpr bool flat = false;  // the flat kernel is AVX-512 only
+#endif
   lanes = kFloat && !direct && lanes_eligible(g);
   std::vector<float> wt;
   std::vector<Index> offsets;
@@ -153,6 +157,8 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
         detail::flat_forward(s0, ld, w, b, yn, g);
         continue;
       }
+#endif
+#ifdef XGRAD_SIMD
     if constexpr (kFloat)
       if (direct) {  // always staged: the kernel reads kDirectSlack floats past the image
         T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
@@ -168,7 +174,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
       pad_image(xn, g, buf);
       xp = buf;
     }
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
     if constexpr (kFloat)
       if (lanes) {
         lanes_forward(xp, wt.data(), offsets.data(), b, scratch<T, 0>(std::size_t(g.l) * 16), yn,
@@ -216,12 +222,12 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
     // With padding, x is staged padded (for dW) and dX accumulates in a padded image: bands of
     // the two interleave, so they get separate halves of the buffer.
     T* pad_buf = g.padded ? scratch<T, 1>(padded_elems * 2) : nullptr;
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
     // The first layer (no dX) of few input channels: direct dW into lane-wise accumulators.
     const bool direct_dw_pass = std::is_same_v<T, float> && dx == nullptr && direct_eligible(g);
     float* vacc = nullptr;
     if (direct_dw_pass && dw_t != nullptr) {
-      const std::size_t vn = std::size_t(g.co) * std::size_t(g.k) * 16;
+      const std::size_t vn = std::size_t(g.co) * std::size_t(g.k) * detail::kDirectLanes;
       vacc = scratch<float, 2>(vn);
       std::fill(vacc, vacc + vn, 0.f);
     }
@@ -252,7 +258,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
         }
         continue;
       }
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
       if constexpr (std::is_same_v<T, float>) {
         if (direct_dw_pass) {
           if (dw_t != nullptr) {
@@ -304,7 +310,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
       if (dxn != nullptr && g.padded)  // the interior of the padded gradient is dX
         unpad_image(dxp, g, dxn);
     }
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
     if constexpr (std::is_same_v<T, float>)
       if (vacc != nullptr) direct_dw_finish(vacc, dw_t, g);
 #endif

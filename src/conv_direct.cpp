@@ -1,8 +1,9 @@
-// The direct conv2d kernels (declared in conv_kernels.hpp): float with AVX-512 only. For few input
-// channels, output columns are the lanes; for few output channels and short rows, the output
-// channels are. Each public entry dispatches through a constexpr table to a kernel specialised on
-// its channel count (forward), tap count (dW) or row width (lanes), so the accumulators live in
-// registers.
+// The direct conv2d kernels (declared in conv_kernels.hpp), float only, written once against the
+// SIMD vector of simd.hpp (16 lanes with AVX-512, 8 with AVX2). For few input channels, output
+// columns are the lanes; for few output channels and short rows, the output channels are. Each
+// public entry dispatches through a constexpr table to a kernel specialised on its channel count
+// (forward), tap count (dW) or row width (lanes), so the accumulators live in registers; how many
+// fit (V::kAccumulators, V::kRegisters) sets the blocking, so each width gets its own.
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -10,24 +11,19 @@
 #include <numeric>
 #include <utility>
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
-
 #include "conv_kernels.hpp"
 
 namespace xgrad::detail {
 
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
 
 namespace {
 
-inline __mmask16 lanes16(int n) {
-  return n <= 0 ? __mmask16(0) : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
+using V = simd::VecF;
+constexpr int W = V::kLanes;
 
 // y[o0 + o, i, :] for o < NC: bias + Σ_t wt[t, o0 + o]·x_t, x_t the input shifted by tap t
-// (offset off[t] into the padded image). JB 16-lane blocks of a row at once: NC·JB independent
+// (offset off[t] into the padded image). JB W-lane blocks of a row at once: NC·JB independent
 // accumulators hide the FMA latency and each broadcast weight serves JB blocks. The weights are
 // read transposed (wt is k × co), so a tap's NC weights sit at fixed offsets from one pointer.
 template <int NC, int JB>
@@ -36,16 +32,13 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
   const int k = g.k;
   const Index co = g.co, l = g.l;
   for (int i = 0; i < g.ho; ++i)
-    for (int j0 = 0; j0 < g.wo; j0 += 16 * JB) {
+    for (int j0 = 0; j0 < g.wo; j0 += W * JB) {
       // Every loop over o and jb is unrolled and has no early exit: with runtime control flow
       // GCC keeps acc in memory and stores it after every FMA (measured 2x slower).
-      __mmask16 m[JB];
-#pragma GCC unroll 4
-      for (int jb = 0; jb < JB; ++jb) m[jb] = lanes16(g.wo - j0 - 16 * jb);
-      __m512 acc[NC][JB];
+      V::Reg acc[NC][JB];
 #pragma GCC unroll 32
       for (int o = 0; o < NC; ++o) {
-        const __m512 init = b != nullptr ? _mm512_set1_ps(b[o0 + o]) : _mm512_setzero_ps();
+        const V::Reg init = b != nullptr ? V::set1(b[o0 + o]) : V::zero();
 #pragma GCC unroll 4
         for (int jb = 0; jb < JB; ++jb) acc[o][jb] = init;
       }
@@ -53,30 +46,30 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
       const float* wk = wt + o0;
       for (int t = 0; t < k; ++t, wk += co) {
         const float* src = base + off[t];
-        __m512 xv[JB];
+        V::Reg xv[JB];
 #pragma GCC unroll 4
-        for (int jb = 0; jb < JB; ++jb) xv[jb] = _mm512_loadu_ps(src + 16 * jb);
+        for (int jb = 0; jb < JB; ++jb) xv[jb] = V::loadu(src + W * jb);
 #pragma GCC unroll 32
         for (int o = 0; o < NC; ++o) {
-          const __m512 wv = _mm512_set1_ps(wk[o]);
+          const V::Reg wv = V::set1(wk[o]);
 #pragma GCC unroll 4
-          for (int jb = 0; jb < JB; ++jb) acc[o][jb] = _mm512_fmadd_ps(wv, xv[jb], acc[o][jb]);
+          for (int jb = 0; jb < JB; ++jb) acc[o][jb] = V::fmadd(wv, xv[jb], acc[o][jb]);
         }
       }
       // Lanes past the row end spill into the next output rows, which are written after this
       // one; only stores that would pass the end of the plane are masked. (Whole-vector loads and
-      // stores took LeNet's conv1 from 89 to 107 GFLOP/s.)
+      // stores took LeNet's conv1 from 89 to 107 GFLOP/s with AVX-512.)
       float* yi = y + Index(o0) * l + Index(i) * g.wo + j0;
 #pragma GCC unroll 4
       for (int jb = 0; jb < JB; ++jb) {
-        if (j0 + 16 * jb >= g.wo) continue;  // no all-false-mask stores (see max_pool2d)
-        if (Index(i) * g.wo + j0 + 16 * (jb + 1) > l) {
+        if (j0 + W * jb >= g.wo) continue;  // no all-false-mask stores (see max_pool2d)
+        if (Index(i) * g.wo + j0 + W * (jb + 1) > l) {
+          const V::Mask m = V::first(g.wo - j0 - W * jb);
 #pragma GCC unroll 32
-          for (int o = 0; o < NC; ++o)
-            _mm512_mask_storeu_ps(yi + Index(o) * l + 16 * jb, m[jb], acc[o][jb]);
+          for (int o = 0; o < NC; ++o) V::storeu(yi + Index(o) * l + W * jb, m, acc[o][jb]);
         } else {
 #pragma GCC unroll 32
-          for (int o = 0; o < NC; ++o) _mm512_storeu_ps(yi + Index(o) * l + 16 * jb, acc[o][jb]);
+          for (int o = 0; o < NC; ++o) V::storeu(yi + Index(o) * l + W * jb, acc[o][jb]);
         }
       }
     }
@@ -95,8 +88,9 @@ constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
 template <int JB>
 void direct_forward_jb(const float* xp, const float* wt, const float* b, float* y,
                        const ConvGeom& g, const Index* off) {
-  // Channel chunks of at most 24 / JB (16 for JB = 1) accumulators, as even as possible.
-  constexpr int kMax = JB == 1 ? 16 : 24 / JB;
+  // Channel chunks of at most kAccumulators / JB accumulators (16 for JB = 1 with AVX-512), as
+  // even as possible.
+  constexpr int kMax = JB == 1 ? std::min(16, V::kAccumulators) : V::kAccumulators / JB;
   const int chunks = (g.co + kMax - 1) / kMax;
   const int per = (g.co + chunks - 1) / chunks;
   for (int o0 = 0; o0 < g.co; o0 += per) {
@@ -106,29 +100,28 @@ void direct_forward_jb(const float* xp, const float* wt, const float* b, float* 
   }
 }
 
-// vacc[o, k, :] += Σ_{i,j} gy[o, i, j]·x_k[i, j], lane-wise (lanes are summed once at the end
-// of the pass, see direct_dw_finish), for OB channels from o0 at a time and K = g.k taps: OB·K
+// vacc[o, t0 + t, :] += Σ_{i,j} gy[o, i, j]·x_{t0+t}[i, j] for t < K, lane-wise (lanes are summed
+// once at the end of the pass, see direct_dw_finish), for OB channels from o0 at a time: OB·K
 // vector accumulators in registers; the taps' offsets come from a table so that the tap loop
 // has a compile-time trip count.
 template <int K, int OB>
 void direct_dw_chunk(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
-                     int ob, const Index* off) {
-  __m512 acc[OB][K];
+                     int ob, int t0, const Index* off) {
+  V::Reg acc[OB][K];
   for (int o = 0; o < OB; ++o)
-    for (int t = 0; t < K; ++t) acc[o][t] = _mm512_setzero_ps();
+    for (int t = 0; t < K; ++t) acc[o][t] = V::zero();
   for (int i = 0; i < g.ho; ++i)
-    for (int j0 = 0; j0 < g.wo; j0 += 16) {
-      const __mmask16 m = lanes16(g.wo - j0);
-      __m512 gv[OB];
+    for (int j0 = 0; j0 < g.wo; j0 += W) {
+      const V::Mask m = V::first(g.wo - j0);
+      V::Reg gv[OB];
 #pragma GCC unroll 32
       for (int o = 0; o < OB; ++o)
-        gv[o] = o < ob ? _mm512_maskz_loadu_ps(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0)
-                       : _mm512_setzero_ps();
+        gv[o] = o < ob ? V::loadu(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0) : V::zero();
       const float* base = xp + Index(i) * g.wp + j0;
 #pragma GCC unroll 32
       for (int t = 0; t < K; ++t) {
-        const __m512 xv = _mm512_maskz_loadu_ps(m, base + off[t]);
-        for (int o = 0; o < OB; ++o) acc[o][t] = _mm512_fmadd_ps(gv[o], xv, acc[o][t]);
+        const V::Reg xv = V::loadu(m, base + off[t0 + t]);
+        for (int o = 0; o < OB; ++o) acc[o][t] = V::fmadd(gv[o], xv, acc[o][t]);
       }
     }
     // Compile-time indices only (a runtime bound here made GCC keep acc in memory, storing it
@@ -138,43 +131,41 @@ void direct_dw_chunk(const float* xp, const float* gy, float* vacc, const ConvGe
     if (o >= ob) break;
 #pragma GCC unroll 32
     for (int t = 0; t < K; ++t) {
-      float* a = vacc + (Index(o0 + o) * K + t) * 16;
-      _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
+      float* a = vacc + (Index(o0 + o) * g.k + t0 + t) * W;
+      V::storeu(a, V::add(V::loadu(a), acc[o][t]));
     }
   }
 }
 
-// direct_dw_chunk for one input channel and a KH×KW kernel known at compile time: taps are
-// addressed from KH row pointers with immediate column offsets, so no offset table competes with
-// the K accumulators for registers.
-template <int KH, int KW, int OB>
+// direct_dw_chunk for one input channel and kernel rows p0 .. p0 + PR - 1 of a KH×KW kernel
+// known at compile time: taps are addressed from PR row pointers with immediate column offsets,
+// so no offset table competes with the accumulators for registers.
+template <int PR, int KW, int OB>
 void direct_dw_chunk_c1(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
-                        int ob) {
-  constexpr int K = KH * KW;
-  __m512 acc[OB][K];
+                        int ob, int p0) {
+  constexpr int K = PR * KW;
+  V::Reg acc[OB][K];
 #pragma GCC unroll 32
   for (int o = 0; o < OB; ++o)
 #pragma GCC unroll 32
-    for (int t = 0; t < K; ++t) acc[o][t] = _mm512_setzero_ps();
+    for (int t = 0; t < K; ++t) acc[o][t] = V::zero();
   const Index wp = g.wp;
   for (int i = 0; i < g.ho; ++i)
-    for (int j0 = 0; j0 < g.wo; j0 += 16) {
-      const __mmask16 m = lanes16(g.wo - j0);
-      __m512 gv[OB];
+    for (int j0 = 0; j0 < g.wo; j0 += W) {
+      const V::Mask m = V::first(g.wo - j0);
+      V::Reg gv[OB];
 #pragma GCC unroll 32
       for (int o = 0; o < OB; ++o)
-        gv[o] = o < ob ? _mm512_maskz_loadu_ps(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0)
-                       : _mm512_setzero_ps();
-      const float* base = xp + Index(i) * wp + j0;
+        gv[o] = o < ob ? V::loadu(m, gy + Index(o0 + o) * g.l + Index(i) * g.wo + j0) : V::zero();
+      const float* base = xp + Index(i + p0) * wp + j0;
 #pragma GCC unroll 8
-      for (int p = 0; p < KH; ++p) {
+      for (int p = 0; p < PR; ++p) {
         const float* row = base + p * wp;
 #pragma GCC unroll 8
         for (int q = 0; q < KW; ++q) {
-          const __m512 xv = _mm512_maskz_loadu_ps(m, row + q);
+          const V::Reg xv = V::loadu(m, row + q);
 #pragma GCC unroll 32
-          for (int o = 0; o < OB; ++o)
-            acc[o][p * KW + q] = _mm512_fmadd_ps(gv[o], xv, acc[o][p * KW + q]);
+          for (int o = 0; o < OB; ++o) acc[o][p * KW + q] = V::fmadd(gv[o], xv, acc[o][p * KW + q]);
         }
       }
     }
@@ -183,28 +174,45 @@ void direct_dw_chunk_c1(const float* xp, const float* gy, float* vacc, const Con
     if (o >= ob) break;
 #pragma GCC unroll 32
     for (int t = 0; t < K; ++t) {
-      float* a = vacc + (Index(o0 + o) * K + t) * 16;
-      _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), acc[o][t]));
+      float* a = vacc + (Index(o0 + o) * g.k + p0 * KW + t) * W;
+      V::storeu(a, V::add(V::loadu(a), acc[o][t]));
     }
   }
 }
 
 template <int K>
 void direct_dw_k(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
+  // Accumulators besides the OB gy vectors and one input vector: 28 of 32 registers (AVX-512),
+  // 12 of 16 (AVX2).
+  constexpr int kBudget = V::kRegisters - 4;
   if constexpr (K == 25 || K == 9) {  // 5×5 (LeNet) and 3×3 (convnet) over one channel
     constexpr int KS = K == 25 ? 5 : 3;
-    constexpr int OB = std::max(1, 27 / K);
+    // AVX-512 keeps the whole kernel's taps in registers; AVX2 one kernel row's, for more
+    // channels per pass (fewer input loads per FMA).
+    constexpr int PR = W == 16 ? KS : 1;
+    constexpr int OB = std::max(1, (kBudget - 1) / (PR * KS));
     if (g.c == 1 && g.kh == KS && g.kw == KS) {
       for (int o0 = 0; o0 < g.co; o0 += OB)
-        direct_dw_chunk_c1<KS, KS, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0));
+        for (int p0 = 0; p0 < KS; p0 += PR)
+          direct_dw_chunk_c1<PR, KS, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0), p0);
       return;
     }
   }
-  constexpr int OB = std::max(1, kDirectMaxK / K);
+  // Taps in groups of at most kBudget (all K at once with AVX-512, K <= 28), the last group
+  // possibly shorter.
+  constexpr int kGroups = (K + kBudget - 1) / kBudget;
+  constexpr int TB = (K + kGroups - 1) / kGroups;
+  constexpr int TL = K - (kGroups - 1) * TB;
+  static_assert(TL > 0 && TL <= TB);
+  constexpr int OB = std::max(1, kBudget / TB);
   Index off[kDirectMaxK];
   tap_offsets(g, off);
-  for (int o0 = 0; o0 < g.co; o0 += OB)
-    direct_dw_chunk<K, OB>(xp, gy, vacc, g, o0, std::min(OB, g.co - o0), off);
+  for (int o0 = 0; o0 < g.co; o0 += OB) {
+    const int ob = std::min(OB, g.co - o0);
+    for (int t0 = 0; t0 + TB <= K - TL; t0 += TB)
+      direct_dw_chunk<TB, OB>(xp, gy, vacc, g, o0, ob, t0, off);
+    direct_dw_chunk<TL, OB>(xp, gy, vacc, g, o0, ob, K - TL, off);
+  }
 }
 
 using DwFn = void (*)(const float*, const float*, float*, const ConvGeom&);
@@ -215,56 +223,87 @@ constexpr std::array<DwFn, sizeof...(N)> dw_table(std::integer_sequence<int, N..
   return {&direct_dw_k<N + 1>...};
 }
 
-// Output rows i0 .. i0 + R - 1 (all WO = wo columns) of one image into tile[(i·WO + j)·16 + o]:
-// one accumulator (a position's 16 channels) per position. Each tap loads its 16 weights once
-// and broadcasts one input per position.
-template <int WO, int R>
-void lanes_rows(const float* xp, const float* w16, const Index* off, const __m512 init, float* tile,
-                const ConvGeom& g, int i0) {
-  __m512 acc[R][WO];
+// The lanes kernel's weight pitch: transpose_weights with pitch 16 gives each tap's 16 weights
+// (channels past co are zero), CV = 16 / W vectors of them.
+constexpr int kLanesPitch = 16;
+
+// Output rows i0 .. i0 + R - 1, columns j0 .. j0 + P - 1 of one image into
+// tile[(i·wo + j)·16 + o]: CV accumulators (a position's channels) per position. Each tap loads
+// its weights once and broadcasts one input per position.
+template <int P, int R, int CV>
+void lanes_block(const float* xp, const float* w16, const Index* off, const V::Reg* init,
+                 float* tile, const ConvGeom& g, int i0, int j0) {
+  V::Reg acc[R][P][CV];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int j = 0; j < WO; ++j) acc[r][j] = init;
+    for (int j = 0; j < P; ++j)
+#pragma GCC unroll 2
+      for (int c = 0; c < CV; ++c) acc[r][j][c] = init[c];
   const Index wp = g.wp;
-  const float* base = xp + Index(i0) * wp;
+  const float* base = xp + Index(i0) * wp + j0;
   for (int t = 0; t < g.k; ++t) {
-    const __m512 wv = _mm512_loadu_ps(w16 + Index(t) * 16);
+    V::Reg wv[CV];
+#pragma GCC unroll 2
+    for (int c = 0; c < CV; ++c) wv[c] = V::loadu(w16 + Index(t) * kLanesPitch + c * W);
     const float* src = base + off[t];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const float* row = src + r * wp;
 #pragma GCC unroll 16
-      for (int j = 0; j < WO; ++j)
-        acc[r][j] = _mm512_fmadd_ps(_mm512_set1_ps(row[j]), wv, acc[r][j]);
+      for (int j = 0; j < P; ++j) {
+        const V::Reg xv = V::set1(row[j]);
+#pragma GCC unroll 2
+        for (int c = 0; c < CV; ++c) acc[r][j][c] = V::fmadd(xv, wv[c], acc[r][j][c]);
+      }
     }
   }
-  float* out = tile + Index(i0) * WO * 16;
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int j = 0; j < WO; ++j) _mm512_storeu_ps(out + (r * WO + j) * 16, acc[r][j]);
+    for (int j = 0; j < P; ++j)
+#pragma GCC unroll 2
+      for (int c = 0; c < CV; ++c)
+        V::storeu(tile + (Index(i0 + r) * g.wo + j0 + j) * kLanesPitch + c * W, acc[r][j][c]);
 }
 
-// All output rows of one image, R at a time: R·WO <= 24 accumulators, R <= 4 row pointers.
-template <int WO>
+// All output rows of one image (WO = wo): whole rows, R at a time, when a row's WO·CV
+// accumulators fit (R·WO·CV <= kAccumulators, R <= 4 row pointers); else each row in parts.
+template <int WO, int CV>
 void lanes_image(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
                  const ConvGeom& g) {
-  constexpr int R = std::clamp(24 / WO, 1, 4);
-  const __m512 init = b != nullptr ? _mm512_maskz_loadu_ps(lanes16(g.co), b) : _mm512_setzero_ps();
-  int i = 0;
-  for (; i + R <= g.ho; i += R) lanes_rows<WO, R>(xp, w16, off, init, tile, g, i);
-  for (; i < g.ho; ++i) lanes_rows<WO, 1>(xp, w16, off, init, tile, g, i);
+  V::Reg init[CV];
+  for (int c = 0; c < CV; ++c)
+    init[c] = b != nullptr ? V::loadu(V::first(g.co - c * W), b + c * W) : V::zero();
+  constexpr int kPerRow = WO * CV;
+  if constexpr (kPerRow <= V::kAccumulators) {
+    constexpr int R = std::clamp(V::kAccumulators / kPerRow, 1, 4);
+    int i = 0;
+    for (; i + R <= g.ho; i += R) lanes_block<WO, R, CV>(xp, w16, off, init, tile, g, i, 0);
+    for (; i < g.ho; ++i) lanes_block<WO, 1, CV>(xp, w16, off, init, tile, g, i, 0);
+  } else {
+    constexpr int kParts = (kPerRow + V::kAccumulators - 1) / V::kAccumulators;
+    constexpr int P = (WO + kParts - 1) / kParts;
+    constexpr int PL = WO - (kParts - 1) * P;  // the last part
+    static_assert(PL > 0 && PL <= P);
+    for (int i = 0; i < g.ho; ++i) {
+      for (int s = 0; s + 1 < kParts; ++s)
+        lanes_block<P, 1, CV>(xp, w16, off, init, tile, g, i, s * P);
+      lanes_block<PL, 1, CV>(xp, w16, off, init, tile, g, i, (kParts - 1) * P);
+    }
+  }
 }
 
 using LanesImageFn = void (*)(const float*, const float*, const Index*, const float*, float*,
                               const ConvGeom&);
 
-// lanes_image<1> ... <sizeof(N)>, indexed by wo minus one.
-template <int... N>
+// lanes_image<1, CV> ... <sizeof(N), CV>, indexed by wo minus one.
+template <int CV, int... N>
 constexpr std::array<LanesImageFn, sizeof...(N)> lanes_table(std::integer_sequence<int, N...>) {
-  return {&lanes_image<N + 1>...};
+  return {&lanes_image<N + 1, CV>...};
 }
+
+#ifdef __AVX512F__
 
 // y_o[p] = bc[o] + Σ_t wc[t·NC + o]·s_t[p] over the flat positions p of the planes y_o, o < NC,
 // where s_t = s + t·ld is tap t's column (im2col row). Every plane y_o starts `a` floats past a
@@ -304,7 +343,7 @@ void flat_chunk(const float* s, Index ld, const float* wc, const float* bc, floa
 #pragma GCC unroll 8
         for (int o = 0; o < NC; ++o) _mm512_storeu_ps(yo[o] + p, acc[o][jb]);
       } else {
-        const __mmask16 m = __mmask16(lanes16(int(l - p)));
+        const __mmask16 m = V::first(int(l - p));
 #pragma GCC unroll 8
         for (int o = 0; o < NC; ++o) _mm512_mask_storeu_ps(yo[o] + p, m, acc[o][jb]);
       }
@@ -319,6 +358,7 @@ template <int... N>
 constexpr std::array<FlatChunkFn, sizeof...(N)> flat_table(std::integer_sequence<int, N...>) {
   return {&flat_chunk<N + 1, kFlatBlocks>...};
 }
+#endif  // __AVX512F__
 
 }  // namespace
 
@@ -342,53 +382,48 @@ void direct_forward(const float* xp, const float* wt, const float* b, float* y, 
   // Two blocks when a row needs them: a tap then loads 2 input vectors for up to 24 FMAs. (The
   // convnet's conv1, 32 channels, is bound by storing its 5.5 MB output: 60 GFLOP/s as 2 chunks of
   // 16 channels with one block or 3 chunks of 11 with two; 105 when the stores stay in L1.)
-  if (g.wo > 16)
+  if (g.wo > W)
     direct_forward_jb<2>(xp, wt, b, y, g, off);
   else
     direct_forward_jb<1>(xp, wt, b, y, g, off);
 }
 
-// One image's contribution to the lane-wise accumulators vacc (co·k·16 floats).
+// One image's contribution to the lane-wise accumulators vacc (co·k·W floats).
 void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g) {
   static constexpr auto table = dw_table(std::make_integer_sequence<int, kDirectMaxK>{});
   table[std::size_t(g.k - 1)](xp, gy, vacc, g);
 }
 
-// dw[i] += the sum of the 16 lanes of vacc[i], for co·k entries.
+// dw[i] += the sum of the W lanes of vacc[i], for co·k entries.
 void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g) {
   const Index n = Index(g.co) * g.k;
   for (Index e = 0; e < n; ++e) {
     float s = 0;
-    for (int lane = 0; lane < 16; ++lane) s += vacc[e * 16 + lane];
+    for (int lane = 0; lane < W; ++lane) s += vacc[e * W + lane];
     dw[e] += s;
   }
 }
 
 void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
                    float* y, const ConvGeom& g) {
-  static constexpr auto table = lanes_table(std::make_integer_sequence<int, kLanesMaxWo>{});
-  table[std::size_t(g.wo - 1)](xp, w16, off, b, tile, g);
-  // y[o, p] = tile[p, o]: gathers of 16 positions, 16 floats apart (masked with a zero source:
-  // GCC warns that the plain gather's source is unset).
-  const __m512i stride =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(16));
+  constexpr auto rows = std::make_integer_sequence<int, kLanesMaxWo>{};
+  static constexpr auto one_vector = lanes_table<1>(rows);
+  static constexpr auto all_vectors = lanes_table<kLanesPitch / W>(rows);  // 16 channels
+  (g.co <= W ? one_vector : all_vectors)[std::size_t(g.wo - 1)](xp, w16, off, b, tile, g);
+  // y[o, p] = tile[p, o]: gathers of W positions, 16 floats apart.
   const Index l = g.l;
   for (int o = 0; o < g.co; ++o) {
     float* yo = y + Index(o) * l;
     Index p = 0;
-    for (; p + 16 <= l; p += 16)
-      _mm512_storeu_ps(yo + p, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), __mmask16(0xFFFF),
-                                                        stride, tile + p * 16 + o, 4));
+    for (; p + W <= l; p += W) V::storeu(yo + p, V::gather16(V::first(W), tile + p * 16 + o));
     if (p < l) {
-      const __mmask16 m = lanes16(int(l - p));
-      _mm512_mask_storeu_ps(
-          yo + p, m,
-          _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, stride, tile + p * 16 + o, 4));
+      const V::Mask m = V::first(int(l - p));
+      V::storeu(yo + p, m, V::gather16(m, tile + p * 16 + o));
     }
   }
 }
 
+#ifdef __AVX512F__
 void flat_stage(const float* xp, const ConvGeom& g, float* s, Index ld) {
   Index off[kDirectMaxK];
   tap_offsets(g, off);
@@ -435,5 +470,7 @@ void flat_forward(const float* s, Index ld, const float* w, const float* b, floa
   }
 }
 #endif  // __AVX512F__
+
+#endif  // XGRAD_SIMD
 
 }  // namespace xgrad::detail

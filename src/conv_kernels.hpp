@@ -6,6 +6,8 @@
 
 #include <cstddef>
 
+#include "simd.hpp"
+
 namespace xgrad::detail {
 
 using Index = std::ptrdiff_t;
@@ -46,11 +48,11 @@ void im2col_band(const T* xp, const ConvGeom& g, int i0, int i1, T* col, Index l
 template <class T>
 void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index lt);
 
-// --- Direct convolution for few input channels (float, AVX-512), src/conv_direct.cpp -----------
+// --- Direct convolution for few input channels (float, AVX-512 or AVX2), src/conv_direct.cpp ----
 
 // LeNet's and the convnet's first layer (C_in = 1): K = C_in·kh·kw <= kDirectMaxK, stride 1, no
 // dilation, one group. The kernels read the (padded) image in place, with no column matrix, and
-// split output rows into 16-lane blocks (the last one masked).
+// split output rows into blocks of simd::VecF::kLanes (16 or 8) lanes (the last one masked).
 constexpr int kDirectMaxK = 28;
 constexpr int kDirectSlack = 32;
 
@@ -59,7 +61,10 @@ inline bool direct_eligible(const ConvGeom& g) {
          !g.pointwise;
 }
 
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
+// Lanes of the direct kernels' vectors, and of direct_dw's accumulators.
+constexpr int kDirectLanes = simd::VecF::kLanes;
+
 // wt[t, o] = w[o, t] for o < co and 0 for co <= o < pitch: the transpose of w (co × k) with rows
 // `pitch` apart (pitch >= co), the weight layout of both direct kernels.
 void transpose_weights(const float* w, const ConvGeom& g, int pitch, float* wt);
@@ -75,10 +80,10 @@ void direct_forward(const float* xp, const float* wt, const float* b, float* y, 
 
 // One image's contribution to dW, kept lane-wise: vacc[o, t, lane] += Σ over the positions
 // (i, j) of lane `lane` of gy[o, i, j]·x_t[i, j], x_t the input shifted by tap t = (ci, p, q).
-// xp is c×hp×wp (padded), gy co×ho×wo, vacc co×k×16. Requires direct_eligible(g).
+// xp is c×hp×wp (padded), gy co×ho×wo, vacc co×k×kDirectLanes. Requires direct_eligible(g).
 void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g);
 
-// dw[e] += the sum of the 16 lanes of vacc[e], for the co·k entries of dw.
+// dw[e] += the sum of the kDirectLanes lanes of vacc[e], for the co·k entries of dw.
 void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g);
 #endif
 
@@ -116,12 +121,12 @@ void flat_forward(const float* s, Index ld, const float* w, const float* b, floa
                   const ConvGeom& g);
 #endif
 
-// --- Direct convolution with output channels as lanes (float, AVX-512), src/conv_direct.cpp ---
+// --- Direct convolution with output channels as lanes (float, AVX-512 or AVX2), conv_direct.cpp -
 
 // LeNet's conv2 (6 -> 16 channels, 5×5, 10×10 output): at most 16 output channels, many taps
 // (K > kDirectMaxK) and short output rows (wo <= 16), where im2col's short-row copies cost a
-// third of the time. One vector holds a position's 16 channels; blocks of whole output rows keep
-// one accumulator per position.
+// third of the time. One vector (two with AVX2) holds a position's 16 channels; blocks of output
+// rows keep a position's channels in registers.
 constexpr int kLanesMaxWo = 16;
 
 inline bool lanes_eligible(const ConvGeom& g) {
@@ -129,7 +134,7 @@ inline bool lanes_eligible(const ConvGeom& g) {
          g.k > kDirectMaxK && g.wo <= kLanesMaxWo && !g.pointwise;
 }
 
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
 // y[o, i, j] = b[o] (0 when b is null) + Σ_t w16[t, o]·xp[off[t] + i·wp + j] for one image, with
 // xp c×hp×wp (padded), w16 = wᵀ (transpose_weights with pitch 16), off from tap_offsets, tile a
 // buffer of ho·wo·16 floats,

@@ -124,6 +124,13 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
                         Case{{2, 4, 11, 20}, {5, 4, 5, 5}, 0, true, false},
                         Case{{1, 2, 9, 7}, {1, 2, 5, 5}, 1, false, true},
                         Case{{2, 3, 6, 6}, {7, 3, 4, 4}, 0, false, false},
+                        // With 8-lane vectors (AVX2): dW taps in groups of unequal size (K 15
+                        // and 26), and 9-16 channels as two vectors with rows in parts (wo 7
+                        // in 4 + 3 positions, wo 16 in 6 + 6 + 4).
+                        Case{{2, 1, 9, 21}, {5, 1, 3, 5}, 1, true, false},
+                        Case{{1, 1, 6, 30}, {3, 1, 2, 13}, 0, false, false},
+                        Case{{2, 4, 9, 9}, {12, 4, 3, 3}, 0, true, true},
+                        Case{{1, 4, 18, 18}, {10, 4, 3, 3}, 0, true, false},
                         Case{{64, 1, 28, 28}, {6, 1, 5, 5}, 2, true, false}}) {
     BOOST_TEST_CONTEXT("x " << shape_str(c.x) << " w " << shape_str(c.w)) {
       Conv2DParams p;
