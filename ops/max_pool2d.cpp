@@ -4,7 +4,8 @@
 #include <cstring>
 #include <type_traits>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
+#define XGRAD_POOL_2X2 1
 #include <immintrin.h>
 #endif
 
@@ -19,14 +20,16 @@ namespace {
 
 using detail::PoolGeometry;
 
-// The 2x2, stride-2, unpadded pool in float (LeNet, most CNNs) has an AVX-512 path: two input
-// rows at a time, even/odd columns split by a permute, and the argmax saved as a 2-bit window
-// position (0..3 in row-major order) in one byte per output.
-#ifdef __AVX512F__
+// The 2x2, stride-2, unpadded pool in float (LeNet, most CNNs) has an AVX-512 path and an AVX2
+// one: two input rows at a time, even/odd columns split by a permute, and the argmax saved as a
+// 2-bit window position (0..3 in row-major order) in one byte per output.
+#ifdef XGRAD_POOL_2X2
 bool is_2x2_s2(const PoolGeometry& s) {
   return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
 }
+#endif
 
+#ifdef __AVX512F__
 // Mask of the first n (0..16) lanes.
 inline __mmask16 lanes(int n) {
   return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
@@ -129,6 +132,111 @@ void max_pool_2x2_plane_backward(const PoolGeometry& s, const float* __restrict 
   // An odd last row is in no window.
   if (s.h % 2 != 0) std::fill(dx + std::size_t(s.h - 1) * w, dx + std::size_t(s.h) * w, 0.f);
 }
+#elif defined(__AVX2__)
+// The first n lanes (none for n <= 0, all for n >= 8), as a maskload/maskstore mask.
+inline __m256i lanes(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Whether v replaces b (see takes_over below), lane-wise, as an all-ones lane.
+inline __m256 takes_over_v(__m256 v, __m256 b) {
+  return _mm256_or_ps(
+      _mm256_cmp_ps(v, b, _CMP_GT_OQ),
+      _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_ORD_Q)));
+}
+
+// The even and the odd elements of the 16 floats lo, hi, in order.
+inline void deinterleave(__m256 lo, __m256 hi, __m256& even, __m256& odd) {
+  // shuffle gives [l0 l2 h0 h2 | l4 l6 h4 h6]; the 64-bit permute puts the pairs in order.
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(
+      _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
+}
+
+// One plane: y = the max of each 2x2 window; code (when non-null) its position 0..3.
+void max_pool_2x2_plane(const PoolGeometry& s, const float* __restrict x, float* __restrict y,
+                        std::uint8_t* __restrict code) {
+  const std::size_t w = std::size_t(s.w);
+  for (int i = 0; i < s.ho; ++i) {
+    const float* ra = x + std::size_t(2 * i) * w;
+    const float* rb = ra + w;
+    float* yr = y + std::size_t(i) * std::size_t(s.wo);
+    std::uint8_t* cr = code != nullptr ? code + std::size_t(i) * std::size_t(s.wo) : nullptr;
+    for (int j = 0; j < s.wo; j += 8) {
+      const int r = std::min(8, s.wo - j);
+      const __m256i mlo = lanes(2 * r), mhi = lanes(2 * r - 8);
+      __m256 a0, a1, b0, b1;
+      deinterleave(_mm256_maskload_ps(ra + 2 * j, mlo), _mm256_maskload_ps(ra + 2 * j + 8, mhi), a0,
+                   a1);
+      deinterleave(_mm256_maskload_ps(rb + 2 * j, mlo), _mm256_maskload_ps(rb + 2 * j + 8, mhi), b0,
+                   b1);
+      __m256 best = a0;
+      const __m256 t1 = takes_over_v(a1, best);
+      best = _mm256_blendv_ps(best, a1, t1);
+      const __m256 t2 = takes_over_v(b0, best);
+      best = _mm256_blendv_ps(best, b0, t2);
+      const __m256 t3 = takes_over_v(b1, best);
+      best = _mm256_blendv_ps(best, b1, t3);
+      if (r == 8)
+        _mm256_storeu_ps(yr + j, best);
+      else
+        _mm256_maskstore_ps(yr + j, lanes(r), best);
+      if (cr != nullptr) {
+        __m256 c = _mm256_and_ps(t1, _mm256_castsi256_ps(_mm256_set1_epi32(1)));
+        c = _mm256_blendv_ps(c, _mm256_castsi256_ps(_mm256_set1_epi32(2)), t2);
+        c = _mm256_blendv_ps(c, _mm256_castsi256_ps(_mm256_set1_epi32(3)), t3);
+        const __m256i ci = _mm256_castps_si256(c);
+        const __m128i c16 =
+            _mm_packs_epi32(_mm256_castsi256_si128(ci), _mm256_extracti128_si256(ci, 1));
+        const __m128i c8 = _mm_packus_epi16(c16, c16);  // the 8 codes in the low bytes
+        if (r == 8) {
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(cr + j), c8);
+        } else {
+          alignas(16) std::uint8_t tmp[16];
+          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), c8);
+          std::memcpy(cr + j, tmp, std::size_t(r));
+        }
+      }
+    }
+  }
+}
+
+// dx of one plane from the window codes: every element of dx is written (no memset needed).
+void max_pool_2x2_plane_backward(const PoolGeometry& s, const float* __restrict g,
+                                 const std::uint8_t* __restrict code, float* __restrict dx) {
+  const std::size_t w = std::size_t(s.w);
+  for (int i = 0; i < s.ho; ++i) {
+    float* ra = dx + std::size_t(2 * i) * w;
+    float* rb = ra + w;
+    const float* gr = g + std::size_t(i) * std::size_t(s.wo);
+    const std::uint8_t* cr = code + std::size_t(i) * std::size_t(s.wo);
+    for (int j = 0; j < s.wo; j += 8) {
+      const int r = std::min(8, s.wo - j);
+      std::uint64_t bytes = 0;
+      std::memcpy(&bytes, cr + j, std::size_t(r));
+      const __m256i c = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(std::int64_t(bytes)));
+      const __m256 gv = r == 8 ? _mm256_loadu_ps(gr + j) : _mm256_maskload_ps(gr + j, lanes(r));
+      const auto pick = [&](int k) {
+        return _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(c, _mm256_set1_epi32(k))));
+      };
+      const __m256 a0 = pick(0), a1 = pick(1), b0 = pick(2), b1 = pick(3);
+      // unpack interleaves within 128-bit halves; permute2f128 puts the halves in order.
+      const __m256 alo = _mm256_unpacklo_ps(a0, a1), ahi = _mm256_unpackhi_ps(a0, a1);
+      const __m256 blo = _mm256_unpacklo_ps(b0, b1), bhi = _mm256_unpackhi_ps(b0, b1);
+      const __m256i mlo = lanes(2 * r), mhi = lanes(2 * r - 8);
+      _mm256_maskstore_ps(ra + 2 * j, mlo, _mm256_permute2f128_ps(alo, ahi, 0x20));
+      _mm256_maskstore_ps(rb + 2 * j, mlo, _mm256_permute2f128_ps(blo, bhi, 0x20));
+      if (r > 4) {
+        _mm256_maskstore_ps(ra + 2 * j + 8, mhi, _mm256_permute2f128_ps(alo, ahi, 0x31));
+        _mm256_maskstore_ps(rb + 2 * j + 8, mhi, _mm256_permute2f128_ps(blo, bhi, 0x31));
+      }
+    }
+    if (s.w % 2 != 0) ra[w - 1] = rb[w - 1] = 0.f;
+  }
+  // An odd last row is in no window.
+  if (s.h % 2 != 0) std::fill(dx + std::size_t(s.h - 1) * w, dx + std::size_t(s.h) * w, 0.f);
+}
 #endif
 
 template <class T>
@@ -139,7 +247,7 @@ struct MaxPool2DNode final : Node<T> {
   const char* name() const override { return "max_pool2d"; }
   std::vector<Tensor<T>> backward(const Tensor<T>& g) override {
     const PoolGeometry& s = geo_;
-#ifdef __AVX512F__
+#ifdef XGRAD_POOL_2X2
     if constexpr (std::is_same_v<T, float>) {
       if (!code_.empty()) {
         Tensor<T> dx = empty_tensor<T>(
@@ -257,7 +365,7 @@ Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params) {
                 ")");
   Tensor<T> y = empty_tensor<T>(s.out_shape());
   const bool rec = should_record<T>({&x});
-#ifdef __AVX512F__
+#ifdef XGRAD_POOL_2X2
   if constexpr (std::is_same_v<T, float>) {
     if (is_2x2_s2(s)) {
       std::vector<std::uint8_t> code(rec ? s.planes() * s.out_plane() : 0);
