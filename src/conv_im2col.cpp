@@ -5,7 +5,7 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -16,7 +16,8 @@ namespace xgrad::detail {
 namespace {
 
 // d[0..n) = s[0..n) and d[0..n) += s[0..n) for the short rows of im2col and col2im (often under
-// 32 elements, where a memcpy call costs more than the copy). AVX-512 masks cover the tail.
+// 32 elements, where a memcpy call costs more than the copy). AVX-512 masks cover the tail; with
+// AVX2, whose masked stores are slow on AMD's cores, the last vector overlaps the one before.
 inline void copy_row(const float* s, float* d, int n) {
 #ifdef __AVX512F__
   int j = 0;
@@ -24,6 +25,17 @@ inline void copy_row(const float* s, float* d, int n) {
   if (j < n) {
     const __mmask16 m = __mmask16((1u << (n - j)) - 1);
     _mm512_mask_storeu_ps(d + j, m, _mm512_maskz_loadu_ps(m, s + j));
+  }
+#elif defined(__AVX2__)
+  if (n >= 8) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(d + j, _mm256_loadu_ps(s + j));
+    if (j < n) _mm256_storeu_ps(d + n - 8, _mm256_loadu_ps(s + n - 8));
+  } else if (n >= 4) {
+    _mm_storeu_ps(d, _mm_loadu_ps(s));
+    _mm_storeu_ps(d + n - 4, _mm_loadu_ps(s + n - 4));
+  } else {
+    for (int j = 0; j < n; ++j) d[j] = s[j];
   }
 #else
   std::memcpy(d, s, sizeof(float) * std::size_t(n));
@@ -52,6 +64,21 @@ inline void add_row(const float* s, float* d, int n) {
     const __mmask16 m = __mmask16((1u << (n - j)) - 1);
     _mm512_mask_storeu_ps(
         d + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + j), _mm512_maskz_loadu_ps(m, s + j)));
+  }
+#elif defined(__AVX2__)
+  // The overlapping last vector is summed from d's values before any store and stored last, so
+  // the elements it shares with the vector before get d + s once.
+  if (n >= 8) {
+    const __m256 last = _mm256_add_ps(_mm256_loadu_ps(d + n - 8), _mm256_loadu_ps(s + n - 8));
+    for (int j = 0; j + 8 < n; j += 8)
+      _mm256_storeu_ps(d + j, _mm256_add_ps(_mm256_loadu_ps(d + j), _mm256_loadu_ps(s + j)));
+    _mm256_storeu_ps(d + n - 8, last);
+  } else if (n >= 4) {
+    const __m128 last = _mm_add_ps(_mm_loadu_ps(d + n - 4), _mm_loadu_ps(s + n - 4));
+    _mm_storeu_ps(d, _mm_add_ps(_mm_loadu_ps(d), _mm_loadu_ps(s)));
+    _mm_storeu_ps(d + n - 4, last);
+  } else {
+    for (int j = 0; j < n; ++j) d[j] += s[j];
   }
 #else
   for (int j = 0; j < n; ++j) d[j] += s[j];
