@@ -27,6 +27,20 @@ using detail::PoolGeometry;
 bool is_2x2_s2(const PoolGeometry& s) {
   return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
 }
+
+// dst[0..r) = the low r (<= 16) bytes of c8: the window codes of r outputs, without a masked
+// store (see the backward below).
+inline void store_codes(std::uint8_t* dst, int r, __m128i c8) {
+  if (r == 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), c8);
+  } else if (r == 8) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), c8);
+  } else {
+    alignas(16) std::uint8_t tmp[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), c8);
+    std::memcpy(dst, tmp, std::size_t(r));
+  }
+}
 #endif
 
 #ifdef __AVX512F__
@@ -75,15 +89,7 @@ void max_pool_2x2_plane(const PoolGeometry& s, const float* __restrict x, float*
         __m512i c = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
         c = _mm512_mask_mov_epi32(c, t2, _mm512_set1_epi32(2));
         c = _mm512_mask_mov_epi32(c, t3, _mm512_set1_epi32(3));
-        // The codes of the r outputs, as bytes (no masked store: see the backward below).
-        const __m128i c8 = _mm512_maskz_cvtepi32_epi8(__mmask16(0xFFFF), c);
-        if (r == 16) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(cr + j), c8);
-        } else {
-          alignas(16) std::uint8_t tmp[16];
-          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), c8);
-          std::memcpy(cr + j, tmp, std::size_t(r));
-        }
+        store_codes(cr + j, r, _mm512_maskz_cvtepi32_epi8(__mmask16(0xFFFF), c));
       }
     }
   }
@@ -138,6 +144,18 @@ inline __m256i lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// p[0..n) = the first n lanes of v. Masked stores (vmaskmovps) are slow on AMD's cores: a pool
+// backward of masked stores only took twice its forward's time; the tails go through a copy.
+inline void store_first(float* p, int n, __m256 v) {
+  if (n >= 8) {
+    _mm256_storeu_ps(p, v);
+  } else if (n > 0) {
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, v);
+    for (int k = 0; k < n; ++k) p[k] = tmp[k];
+  }
+}
+
 // Whether v replaces b (see takes_over below), lane-wise, as an all-ones lane.
 inline __m256 takes_over_v(__m256 v, __m256 b) {
   return _mm256_or_ps(
@@ -178,10 +196,7 @@ void max_pool_2x2_plane(const PoolGeometry& s, const float* __restrict x, float*
       best = _mm256_blendv_ps(best, b0, t2);
       const __m256 t3 = takes_over_v(b1, best);
       best = _mm256_blendv_ps(best, b1, t3);
-      if (r == 8)
-        _mm256_storeu_ps(yr + j, best);
-      else
-        _mm256_maskstore_ps(yr + j, lanes(r), best);
+      store_first(yr + j, r, best);
       if (cr != nullptr) {
         __m256 c = _mm256_and_ps(t1, _mm256_castsi256_ps(_mm256_set1_epi32(1)));
         c = _mm256_blendv_ps(c, _mm256_castsi256_ps(_mm256_set1_epi32(2)), t2);
@@ -189,14 +204,7 @@ void max_pool_2x2_plane(const PoolGeometry& s, const float* __restrict x, float*
         const __m256i ci = _mm256_castps_si256(c);
         const __m128i c16 =
             _mm_packs_epi32(_mm256_castsi256_si128(ci), _mm256_extracti128_si256(ci, 1));
-        const __m128i c8 = _mm_packus_epi16(c16, c16);  // the 8 codes in the low bytes
-        if (r == 8) {
-          _mm_storel_epi64(reinterpret_cast<__m128i*>(cr + j), c8);
-        } else {
-          alignas(16) std::uint8_t tmp[16];
-          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), c8);
-          std::memcpy(cr + j, tmp, std::size_t(r));
-        }
+        store_codes(cr + j, r, _mm_packus_epi16(c16, c16));
       }
     }
   }
@@ -224,13 +232,10 @@ void max_pool_2x2_plane_backward(const PoolGeometry& s, const float* __restrict 
       // unpack interleaves within 128-bit halves; permute2f128 puts the halves in order.
       const __m256 alo = _mm256_unpacklo_ps(a0, a1), ahi = _mm256_unpackhi_ps(a0, a1);
       const __m256 blo = _mm256_unpacklo_ps(b0, b1), bhi = _mm256_unpackhi_ps(b0, b1);
-      const __m256i mlo = lanes(2 * r), mhi = lanes(2 * r - 8);
-      _mm256_maskstore_ps(ra + 2 * j, mlo, _mm256_permute2f128_ps(alo, ahi, 0x20));
-      _mm256_maskstore_ps(rb + 2 * j, mlo, _mm256_permute2f128_ps(blo, bhi, 0x20));
-      if (r > 4) {
-        _mm256_maskstore_ps(ra + 2 * j + 8, mhi, _mm256_permute2f128_ps(alo, ahi, 0x31));
-        _mm256_maskstore_ps(rb + 2 * j + 8, mhi, _mm256_permute2f128_ps(blo, bhi, 0x31));
-      }
+      store_first(ra + 2 * j, 2 * r, _mm256_permute2f128_ps(alo, ahi, 0x20));
+      store_first(rb + 2 * j, 2 * r, _mm256_permute2f128_ps(blo, bhi, 0x20));
+      store_first(ra + 2 * j + 8, 2 * r - 8, _mm256_permute2f128_ps(alo, ahi, 0x31));
+      store_first(rb + 2 * j + 8, 2 * r - 8, _mm256_permute2f128_ps(blo, bhi, 0x31));
     }
     if (s.w % 2 != 0) ra[w - 1] = rb[w - 1] = 0.f;
   }
