@@ -100,11 +100,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
 #ifdef XGRAD_SIMD
   constexpr bool kFloat = std::is_same_v<T, float>;
   direct = kFloat && direct_eligible(g);
-#ifdef __AVX512F__
-  const bool flat = direct && detail::flat_eligible(g);
-#else
-  constexpr bool flat = false;  // the flat kernel is AVX-512 only
-#endif
+  const bool flat = detail::kFlatPays && direct && detail::flat_eligible(g);
   lanes = kFloat && !direct && lanes_eligible(g);
   std::vector<float> wt;
   std::vector<Index> offsets;
@@ -145,7 +141,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
                    xn + gr * xp_group, int(g.l), beta, yn + Index(gr) * g.cog * g.l, int(g.l));
       continue;
     }
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
     if constexpr (kFloat)
       if (flat) {
         T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
@@ -157,8 +153,6 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
         detail::flat_forward(s0, ld, w, b, yn, g);
         continue;
       }
-#endif
-#ifdef XGRAD_SIMD
     if constexpr (kFloat)
       if (direct) {  // always staged: the kernel reads kDirectSlack floats past the image
         T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);

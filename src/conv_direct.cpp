@@ -303,49 +303,48 @@ constexpr std::array<LanesImageFn, sizeof...(N)> lanes_table(std::integer_sequen
   return {&lanes_image<N + 1, CV>...};
 }
 
-#ifdef __AVX512F__
-
 // y_o[p] = bc[o] + Σ_t wc[t·NC + o]·s_t[p] over the flat positions p of the planes y_o, o < NC,
 // where s_t = s + t·ld is tap t's column (im2col row). Every plane y_o starts `a` floats past a
-// 64-byte boundary, so the blocks start at p = -a and every store is aligned; the first and last
-// are masked. JB vectors at a time: NC·JB accumulators, each load serves NC channels.
+// vector boundary (W floats), so the blocks start at p = -a and every store is aligned; the first
+// and last are masked to the plane. JB vectors at a time: NC·JB accumulators, each load serves NC
+// channels.
 template <int NC, int JB>
 void flat_chunk(const float* s, Index ld, const float* wc, const float* bc, float* const* yo, int a,
                 const ConvGeom& g) {
   const int k = g.k;
   const Index l = g.l;
-  for (Index p0 = -a; p0 < l; p0 += 16 * JB) {
-    __m512 acc[NC][JB];
+  for (Index p0 = -a; p0 < l; p0 += W * JB) {
+    V::Reg acc[NC][JB];
 #pragma GCC unroll 8
     for (int o = 0; o < NC; ++o) {
-      const __m512 init = bc != nullptr ? _mm512_set1_ps(bc[o]) : _mm512_setzero_ps();
+      const V::Reg init = bc != nullptr ? V::set1(bc[o]) : V::zero();
 #pragma GCC unroll 4
       for (int jb = 0; jb < JB; ++jb) acc[o][jb] = init;
     }
     const float* src = s + p0;
     const float* wk = wc;
     for (int t = 0; t < k; ++t, src += ld, wk += NC) {
-      __m512 xv[JB];
+      V::Reg xv[JB];
 #pragma GCC unroll 4
-      for (int jb = 0; jb < JB; ++jb) xv[jb] = _mm512_loadu_ps(src + 16 * jb);
+      for (int jb = 0; jb < JB; ++jb) xv[jb] = V::loadu(src + W * jb);
 #pragma GCC unroll 8
       for (int o = 0; o < NC; ++o) {
-        const __m512 wv = _mm512_set1_ps(wk[o]);
+        const V::Reg wv = V::set1(wk[o]);
 #pragma GCC unroll 4
-        for (int jb = 0; jb < JB; ++jb) acc[o][jb] = _mm512_fmadd_ps(wv, xv[jb], acc[o][jb]);
+        for (int jb = 0; jb < JB; ++jb) acc[o][jb] = V::fmadd(wv, xv[jb], acc[o][jb]);
       }
     }
 #pragma GCC unroll 4
     for (int jb = 0; jb < JB; ++jb) {
-      const Index p = p0 + 16 * jb;
+      const Index p = p0 + W * jb;
       if (p >= l) continue;  // no all-false-mask stores (see max_pool2d)
-      if (p >= 0 && p + 16 <= l) {
+      if (p >= 0 && p + W <= l) {
 #pragma GCC unroll 8
-        for (int o = 0; o < NC; ++o) _mm512_storeu_ps(yo[o] + p, acc[o][jb]);
-      } else {
-        const __mmask16 m = V::first(int(l - p));
+        for (int o = 0; o < NC; ++o) V::storeu(yo[o] + p, acc[o][jb]);
+      } else {  // lanes x with 0 <= p + x < l
+        const V::Mask m = V::range(int(std::max<Index>(0, -p)), int(std::min<Index>(W, l - p)));
 #pragma GCC unroll 8
-        for (int o = 0; o < NC; ++o) _mm512_mask_storeu_ps(yo[o] + p, m, acc[o][jb]);
+        for (int o = 0; o < NC; ++o) V::storeu(yo[o] + p, m, acc[o][jb]);
       }
     }
   }
@@ -358,7 +357,6 @@ template <int... N>
 constexpr std::array<FlatChunkFn, sizeof...(N)> flat_table(std::integer_sequence<int, N...>) {
   return {&flat_chunk<N + 1, kFlatBlocks>...};
 }
-#endif  // __AVX512F__
 
 }  // namespace
 
@@ -423,7 +421,6 @@ void lanes_forward(const float* xp, const float* w16, const Index* off, const fl
   }
 }
 
-#ifdef __AVX512F__
 void flat_stage(const float* xp, const ConvGeom& g, float* s, Index ld) {
   Index off[kDirectMaxK];
   tap_offsets(g, off);
@@ -435,7 +432,7 @@ void flat_stage(const float* xp, const ConvGeom& g, float* s, Index ld) {
     for (int i = 0; i < g.ho; ++i) {
       const float* src = xp + off[t] + Index(i) * g.wp;
       float* dst = st + Index(i) * g.wo;
-      for (int j = 0; j < g.wo; j += 16) _mm512_storeu_ps(dst + j, _mm512_loadu_ps(src + j));
+      for (int j = 0; j < g.wo; j += W) V::storeu(dst + j, V::loadu(src + j));
     }
     std::fill(st + g.l, st + ld, 0.f);
   }
@@ -443,17 +440,17 @@ void flat_stage(const float* xp, const ConvGeom& g, float* s, Index ld) {
 
 void flat_forward(const float* s, Index ld, const float* w, const float* b, float* y,
                   const ConvGeom& g) {
-  // Plane o starts (y + o·l) mod 16 floats past a 64-byte boundary, which repeats with period
-  // 16 / gcd(l mod 16, 16): channels first, first + period, ... (first < period) share it. Each
+  // Plane o starts (y + o·l) mod W floats past a vector boundary, which repeats with period
+  // W / gcd(l mod W, W): channels first, first + period, ... (first < period) share it. Each
   // such class runs in chunks of at most kFlatMaxChannels channels, as even as possible.
-  const int period = 16 / std::gcd(int(g.l % 16), 16);
-  const int y0 = int((reinterpret_cast<std::uintptr_t>(y) / sizeof(float)) % 16);
+  const int period = W / std::gcd(int(g.l % W), W);
+  const int y0 = int((reinterpret_cast<std::uintptr_t>(y) / sizeof(float)) % W);
   static constexpr auto table = flat_table(std::make_integer_sequence<int, kFlatMaxChannels>{});
   float wc[kDirectMaxK * kFlatMaxChannels];
   float bc[kFlatMaxChannels];
   float* yo[kFlatMaxChannels];
   for (int first = 0; first < std::min(period, g.co); ++first) {
-    const int a = int((y0 + Index(first) * g.l) % 16);
+    const int a = int((y0 + Index(first) * g.l) % W);
     const int count = (g.co - 1 - first) / period + 1;
     const int chunks = (count + kFlatMaxChannels - 1) / kFlatMaxChannels;
     const int per = (count + chunks - 1) / chunks;
@@ -469,7 +466,6 @@ void flat_forward(const float* s, Index ld, const float* w, const float* b, floa
     }
   }
 }
-#endif  // __AVX512F__
 
 #endif  // XGRAD_SIMD
 

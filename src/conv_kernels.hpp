@@ -90,21 +90,27 @@ void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g);
 // The flat variant, for direct layers with few taps (the convnet's conv1: 9), whose 2k flops per
 // output float make them bound by storing the output: the image's column matrix s (k rows of l
 // floats, rows ld apart) is staged once and each output plane is computed as one flat run of l
-// positions, so that every store is aligned whatever the row width. (The row kernel's stores of
-// 26-float rows split cache lines: convnet conv1 went from 58 to 74 GFLOP/s. With 25 taps, LeNet's
-// conv1 is compute-bound and the row kernel, which stages nothing, is 2x faster.) Output channels
-// are grouped by the alignment of their planes so that one load serves up to kFlatMaxChannels.
+// positions, so that every store is aligned whatever the row width and no lane is wasted on row
+// ends. (With AVX-512 the row kernel's stores of 26-float rows split cache lines: convnet conv1
+// went from 58 to 74 GFLOP/s. With 25 taps, LeNet's conv1 is compute-bound and the row kernel,
+// which stages nothing, is 2x faster.) Output channels are grouped by the alignment of their
+// planes so that one load serves up to kFlatMaxChannels.
 constexpr int kFlatMaxK = 12;
-constexpr int kFlatMaxChannels = 8;
-constexpr int kFlatBlocks = 3;               // 16-lane blocks per step
-constexpr int kFlatFront = 16;               // floats before s's first row
-constexpr int kFlatBack = 16 * kFlatBlocks;  // and after each row's l floats
 
 inline bool flat_eligible(const ConvGeom& g) {
   return direct_eligible(g) && g.k <= kFlatMaxK;
 }
 
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
+// conv2d takes the flat kernel with AVX-512 only. With AVX2 (8 lanes, 16 registers, slow masked
+// stores on AMD) the row kernel is faster: on the EPYC, convnet conv1 forward ran at 48 GFLOP/s
+// with it and 30 with the flat one (1 thread, batch 64).
+constexpr bool kFlatPays = simd::VecF::kLanes == 16;
+constexpr int kFlatBlocks = 3;                                             // vectors per step
+constexpr int kFlatMaxChannels = simd::VecF::kAccumulators / kFlatBlocks;  // 8 or 4
+constexpr int kFlatFront = 16;                                             // floats before s
+constexpr int kFlatBack = 16 * kFlatBlocks;  // and after each row's l floats
+
 // The row pitch of flat_forward's s: at least l + kFlatBack floats, a multiple of 16.
 inline Index flat_pitch(const ConvGeom& g) {
   return (g.l + kFlatBack + 15) / 16 * 16;

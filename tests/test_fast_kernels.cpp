@@ -153,7 +153,7 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
   }
 }
 
-#ifdef __AVX512F__
+#ifdef XGRAD_SIMD
 // The flat kernel against loops, for every alignment of the output (0-15 floats past a 64-byte
 // boundary), plane lengths l with every kind of period (l mod 16 = 0, 4, 8 and odd), several
 // chunks per alignment class, and guards around the output that must stay untouched.
