@@ -225,6 +225,22 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
       vacc = scratch<float, 2>(vn);
       std::fill(vacc, vacc + vn, 0.f);
     }
+    // Few output channels and short rows (LeNet conv2): dW by the adjoint of the lanes kernel, into
+    // a transposed per-thread accumulator, with no column matrix.
+    const bool lanes_dw_pass = std::is_same_v<T, float> && dw_t != nullptr && lanes_eligible(g);
+    float* dwt = nullptr;
+    float* gyt = nullptr;
+    std::vector<Index> offsets;
+    if (lanes_dw_pass) {
+      const std::size_t dn = std::size_t(g.k) * 16;
+      dwt = scratch<float, 2>(dn);
+      std::fill(dwt, dwt + dn, 0.f);
+      gyt = scratch<float, 3>(std::size_t(g.l) * 16);
+      offsets.resize(std::size_t(g.k));
+      tap_offsets(g, offsets.data());
+    }
+#else
+    constexpr bool lanes_dw_pass = false;
 #endif
 #pragma omp for schedule(static)
     for (int n = 0; n < g.n; ++n) {
@@ -277,6 +293,10 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
         if (dxn != nullptr) dxp = pad_buf + padded_elems;
       }
       if (dxp != nullptr) std::fill(dxp, dxp + padded_elems, T(0));
+#ifdef XGRAD_SIMD
+      if constexpr (std::is_same_v<T, float>)
+        if (lanes_dw_pass) detail::lanes_dw(xp, gyn, offsets.data(), gyt, dwt, g);
+#endif
       for (int gr = 0; gr < g.groups; ++gr) {
         const T* wg = w + gr * w_group;
         const T* gyg = gyn + Index(gr) * g.cog * g.l;
@@ -284,7 +304,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
           const int i1 = std::min(g.ho, i0 + g.band_rows);
           const int lt = (i1 - i0) * g.wo;
           const T* gyb = gyg + Index(i0) * g.wo;
-          if (dw_t != nullptr) {
+          if (dw_t != nullptr && !lanes_dw_pass) {
             im2col_band(xp + gr * xp_group, g, i0, i1, col, ld);
             // dW_gr += dY·colᵀ in column blocks of at most kSmallGemmC / cog: OpenBLAS's small-
             // matrix kernel takes this transposed product only when C has at most 1200 entries
@@ -307,6 +327,8 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
 #ifdef XGRAD_SIMD
     if constexpr (std::is_same_v<T, float>)
       if (vacc != nullptr) direct_dw_finish(vacc, dw_t, g);
+    if constexpr (std::is_same_v<T, float>)
+      if (dwt != nullptr) detail::lanes_dw_finish(dwt, dw_t, g);
 #endif
   }
   if (dw != nullptr) std::fill(dw, dw + w_size, T(0));

@@ -313,6 +313,65 @@ constexpr std::array<LanesImageFn, sizeof...(N)> lanes_table(std::integer_sequen
   return {&lanes_image<N + 1, CV>...};
 }
 
+// dwt[t0 + u, o] += Σ_{i,j} xp[off[t0 + u] + i·wp + j]·gyt[(i·wo + j)·16 + o] for u < T: T taps'
+// rows of the transposed dW, CV vectors (a tap's 16 channels) each, in registers. Each position
+// loads its CV gradient vectors once and broadcasts one input per tap.
+template <int T, int CV>
+void lanes_dw_block(const float* xp, const float* gyt, const Index* off, float* dwt,
+                    const ConvGeom& g, int t0) {
+  V::Reg acc[T][CV];
+#pragma GCC unroll 32
+  for (int u = 0; u < T; ++u)
+#pragma GCC unroll 2
+    for (int c = 0; c < CV; ++c) acc[u][c] = V::zero();
+  Index tap[T];
+  for (int u = 0; u < T; ++u) tap[u] = off[t0 + u];
+  for (int i = 0; i < g.ho; ++i) {
+    const float* row = xp + Index(i) * g.wp;
+    const float* gr = gyt + Index(i) * g.wo * kLanesPitch;
+    for (int j = 0; j < g.wo; ++j) {
+      V::Reg gv[CV];
+#pragma GCC unroll 2
+      for (int c = 0; c < CV; ++c) gv[c] = V::loadu(gr + j * kLanesPitch + c * W);
+#pragma GCC unroll 32
+      for (int u = 0; u < T; ++u) {
+        const V::Reg xv = V::set1(row[tap[u] + j]);
+#pragma GCC unroll 2
+        for (int c = 0; c < CV; ++c) acc[u][c] = V::fmadd(xv, gv[c], acc[u][c]);
+      }
+    }
+  }
+#pragma GCC unroll 32
+  for (int u = 0; u < T; ++u)
+#pragma GCC unroll 2
+    for (int c = 0; c < CV; ++c) {
+      float* d = dwt + Index(t0 + u) * kLanesPitch + c * W;
+      V::storeu(d, V::add(V::loadu(d), acc[u][c]));
+    }
+}
+
+// Taps per block: as many as the accumulators allow (6 with AVX2 and 16 channels), at most 12
+// (their offsets stay in general registers).
+template <int CV>
+constexpr int kLanesDwTaps = std::min(12, V::kAccumulators / CV);
+
+using LanesDwFn = void (*)(const float*, const float*, const Index*, float*, const ConvGeom&, int);
+
+// lanes_dw_block<1, CV> ... <sizeof(N), CV>, indexed by the block's taps minus one.
+template <int CV, int... N>
+constexpr std::array<LanesDwFn, sizeof...(N)> lanes_dw_table(std::integer_sequence<int, N...>) {
+  return {&lanes_dw_block<N + 1, CV>...};
+}
+
+template <int CV>
+void lanes_dw_image(const float* xp, const float* gyt, const Index* off, float* dwt,
+                    const ConvGeom& g) {
+  constexpr int kT = kLanesDwTaps<CV>;
+  static constexpr auto table = lanes_dw_table<CV>(std::make_integer_sequence<int, kT>{});
+  for (int t0 = 0; t0 < g.k; t0 += kT)
+    table[std::size_t(std::min(kT, g.k - t0) - 1)](xp, gyt, off, dwt, g, t0);
+}
+
 // y_o[p] = bc[o] + Σ_t wc[t·NC + o]·s_t[p] over the flat positions p of the planes y_o, o < NC,
 // where s_t = s + t·ld is tap t's column (im2col row). Every plane y_o starts `a` floats past a
 // vector boundary (W floats), so the blocks start at p = -a and every store is aligned; the first
@@ -395,6 +454,26 @@ void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g) {
     for (int lane = 0; lane < W; ++lane) s += vacc[e * W + lane];
     dw[e] += s;
   }
+}
+
+void lanes_dw(const float* xp, const float* gy, const Index* off, float* gyt, float* dwt,
+              const ConvGeom& g) {
+  // gyt[p, o] = gy[o, p], channels past co zero.
+  const Index l = g.l;
+  for (Index p = 0; p < l; ++p) {
+    float* d = gyt + p * kLanesPitch;
+    for (int o = 0; o < g.co; ++o) d[o] = gy[Index(o) * l + p];
+    for (int o = g.co; o < kLanesPitch; ++o) d[o] = 0.f;
+  }
+  if (g.co <= W)
+    lanes_dw_image<1>(xp, gyt, off, dwt, g);
+  else
+    lanes_dw_image<kLanesPitch / W>(xp, gyt, off, dwt, g);
+}
+
+void lanes_dw_finish(const float* dwt, float* dw, const ConvGeom& g) {
+  for (int o = 0; o < g.co; ++o)
+    for (int t = 0; t < g.k; ++t) dw[Index(o) * g.k + t] += dwt[Index(t) * kLanesPitch + o];
 }
 
 void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
