@@ -106,7 +106,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   std::vector<Index> offsets;
   if constexpr (kFloat) {
     if ((direct && !flat) || lanes) {
-      const int pitch = direct ? g.co : 16;
+      const int pitch = direct ? g.co : detail::kLanesPitch;
       wt.resize(std::size_t(g.k) * std::size_t(pitch));
       transpose_weights(w, g, pitch, wt.data());
     }
@@ -171,8 +171,8 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
 #ifdef XGRAD_SIMD
     if constexpr (kFloat)
       if (lanes) {
-        lanes_forward(xp, wt.data(), offsets.data(), b, scratch<T, 0>(std::size_t(g.l) * 16), yn,
-                      g);
+        lanes_forward(xp, wt.data(), offsets.data(), b,
+                      scratch<T, 0>(std::size_t(g.l) * detail::kLanesPitch), yn, g);
         continue;
       }
 #endif
@@ -232,10 +232,10 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
     float* gyt = nullptr;
     std::vector<Index> offsets;
     if (lanes_dw_pass) {
-      const std::size_t dn = std::size_t(g.k) * 16;
+      const std::size_t dn = std::size_t(g.k) * detail::kLanesPitch;
       dwt = scratch<float, 2>(dn);
       std::fill(dwt, dwt + dn, 0.f);
-      gyt = scratch<float, 3>(std::size_t(g.l) * 16);
+      gyt = scratch<float, 3>(std::size_t(g.l) * detail::kLanesPitch);
       offsets.resize(std::size_t(g.k));
       tap_offsets(g, offsets.data());
     }
@@ -325,10 +325,10 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
         unpad_image(dxp, g, dxn);
     }
 #ifdef XGRAD_SIMD
-    if constexpr (std::is_same_v<T, float>)
+    if constexpr (std::is_same_v<T, float>) {
       if (vacc != nullptr) direct_dw_finish(vacc, dw_t, g);
-    if constexpr (std::is_same_v<T, float>)
       if (dwt != nullptr) detail::lanes_dw_finish(dwt, dw_t, g);
+    }
 #endif
   }
   if (dw != nullptr) std::fill(dw, dw + w_size, T(0));

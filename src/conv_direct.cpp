@@ -233,9 +233,8 @@ constexpr std::array<DwFn, sizeof...(N)> dw_table(std::integer_sequence<int, N..
   return {&direct_dw_k<N + 1>...};
 }
 
-// The lanes kernel's weight pitch: transpose_weights with pitch 16 gives each tap's 16 weights
-// (channels past co are zero), CV = 16 / W vectors of them.
-constexpr int kLanesPitch = 16;
+// The lanes kernels hold a position's or a tap's kLanesPitch channels in CV = kLanesPitch / W
+// vectors (CV = 1 when co <= W).
 
 // Output rows i0 .. i0 + R - 1, columns j0 .. j0 + P - 1 of one image into
 // tile[(i·wo + j)·16 + o]: CV accumulators (a position's channels) per position. Each tap loads
@@ -431,7 +430,8 @@ void tap_offsets(const ConvGeom& g, Index* off) {
 void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g) {
   Index off[kDirectMaxK];
   tap_offsets(g, off);
-  // Two blocks when a row needs them: a tap then loads 2 input vectors for up to 24 FMAs. (The
+  // Two blocks when a row needs them: a tap then loads 2 input vectors for up to kAccumulators
+  // FMAs (24 with AVX-512, 12 with AVX2). (With AVX-512, the
   // convnet's conv1, 32 channels, is bound by storing its 5.5 MB output: 60 GFLOP/s as 2 chunks of
   // 16 channels with one block or 3 chunks of 11 with two; 105 when the stores stay in L1.)
   if (g.wo > W)
@@ -487,10 +487,11 @@ void lanes_forward(const float* xp, const float* w16, const Index* off, const fl
   for (int o = 0; o < g.co; ++o) {
     float* yo = y + Index(o) * l;
     Index p = 0;
-    for (; p + W <= l; p += W) V::storeu(yo + p, V::gather16(V::first(W), tile + p * 16 + o));
+    for (; p + W <= l; p += W)
+      V::storeu(yo + p, V::gather16(V::first(W), tile + p * kLanesPitch + o));
     if (p < l) {
       const V::Mask m = V::first(int(l - p));
-      V::storeu(yo + p, m, V::gather16(m, tile + p * 16 + o));
+      V::storeu(yo + p, m, V::gather16(m, tile + p * kLanesPitch + o));
     }
   }
 }

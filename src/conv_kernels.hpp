@@ -134,24 +134,26 @@ void flat_forward(const float* s, Index ld, const float* w, const float* b, floa
 // third of the time. One vector (two with AVX2) holds a position's 16 channels; blocks of output
 // rows keep a position's channels in registers.
 constexpr int kLanesMaxWo = 16;
+// Floats per tap of the lanes kernels' transposed weights and per position of their tiles: the
+// 16 channels they handle at most (those past co are zero).
+constexpr int kLanesPitch = 16;
 
 inline bool lanes_eligible(const ConvGeom& g) {
-  return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.co <= 16 &&
+  return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.co <= kLanesPitch &&
          g.k > kDirectMaxK && g.wo <= kLanesMaxWo && !g.pointwise;
 }
 
 #ifdef XGRAD_SIMD
 // y[o, i, j] = b[o] (0 when b is null) + Σ_t w16[t, o]·xp[off[t] + i·wp + j] for one image, with
-// xp c×hp×wp (padded), w16 = wᵀ (transpose_weights with pitch 16), off from tap_offsets, tile a
-// buffer of ho·wo·16 floats,
-// y co×ho×wo. Requires lanes_eligible(g).
+// xp c×hp×wp (padded), w16 = wᵀ (transpose_weights with pitch kLanesPitch), off from tap_offsets,
+// tile a buffer of ho·wo·kLanesPitch floats, y co×ho×wo. Requires lanes_eligible(g).
 void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
                    float* y, const ConvGeom& g);
 
 // Its dW, for one image: dwt[t, o] += Σ_{i,j} xp[off[t] + i·wp + j]·gy[o, i, j], with xp c×hp×wp
-// (padded), gy co×ho×wo, gyt a buffer of ho·wo·16 floats (gy transposed), dwt k×16 (dW
-// transposed, summed over the images; lanes_dw_finish adds it to dw, co×k). No column matrix:
-// LeNet conv2's dW went from 24-33 to 55-80 GFLOP/s on the EPYC (1 thread). Requires
+// (padded), gy co×ho×wo, gyt a buffer of ho·wo·kLanesPitch floats (gy transposed), dwt
+// k×kLanesPitch (dW transposed, summed over the images; lanes_dw_finish adds it to dw, co×k). No
+// column matrix: LeNet conv2's dW went from 24-33 to 55-80 GFLOP/s on the EPYC (1 thread). Requires
 // lanes_eligible(g).
 void lanes_dw(const float* xp, const float* gy, const Index* off, float* gyt, float* dwt,
               const ConvGeom& g);
