@@ -1,6 +1,8 @@
 // xgrad side of the model benchmark: training and inference img/s of LeNet-5 and the convnet on
 // synthetic batches, with the same step as bench/torch_bench.py (forward, cross-entropy, backward,
-// SGD momentum). One line per run: `xgrad <model> <mode> threads=<t> batch=<b> img_per_s=<x>`.
+// SGD momentum). The batch is sharded over the threads (xgrad::sharded_backward and
+// sharded_forward), as the training example does; --no-shard leaves the threading to the kernels.
+// One line per run: `xgrad <model> <mode> threads=<t> batch=<b> img_per_s=<x>`.
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -20,6 +22,7 @@ struct Args {
   int threads = 2, batch = 64, warmup = 5, repeats = 1;
   double seconds = 2.0;
   bool banner = false;
+  bool shard = true;  ///< sharded_backward / sharded_forward (else the kernels' own threading)
 };
 
 Args parse(int argc, char** argv) {
@@ -46,6 +49,8 @@ Args parse(int argc, char** argv) {
       a.repeats = std::stoi(value());
     else if (flag == "--banner")
       a.banner = true;
+    else if (flag == "--no-shard")
+      a.shard = false;
     else
       throw Error("bench_models: unknown flag " + flag);
   }
@@ -60,11 +65,24 @@ double measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a,
                const Variable<float>& x, const std::vector<int>& labels) {
   const bool train = a.mode == "train";
   model.train(train);
+  const std::size_t n = labels.size();
+  const auto shard_logits = [&](std::size_t begin, std::size_t end) {
+    return model(Variable<float>(batch_rows(x.value(), begin, end)));
+  };
+  const auto shard_loss = [&](std::size_t begin, std::size_t end) {
+    return cross_entropy(shard_logits(begin, end), std::vector<int>(labels.begin() + long(begin),
+                                                                    labels.begin() + long(end)));
+  };
   const auto step = [&] {
     if (train) {
       opt.zero_grad();
-      cross_entropy(model(x), labels).backward();
+      if (a.shard)
+        sharded_backward<float>(n, shard_loss);
+      else
+        cross_entropy(model(x), labels).backward();
       opt.step();
+    } else if (a.shard) {
+      sharded_forward<float>(n, shard_logits);
     } else {
       NoGradGuard guard;
       model(x);

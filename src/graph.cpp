@@ -10,6 +10,10 @@ namespace {
 
 thread_local bool grad_mode_enabled = true;
 
+// The LeafGradients a CaptureGuard installed in this thread, or null.
+template <class T>
+thread_local LeafGradients<T>* active_capture = nullptr;
+
 template <class T>
 Error freed_graph_error(const Node<T>& node) {
   return Error("backward: the graph through '" + std::string(node.name()) + "' (node #" +
@@ -66,6 +70,15 @@ void accumulate_leaf(VariableImpl<T>& leaf, Tensor<T>&& grad) {
   add_into(leaf.grad, leaf.has_grad, std::move(grad));
 }
 
+// Where a backward pass's leaf gradient goes: into the leaf, or into this thread's capture.
+template <class T>
+void deliver_leaf(const std::shared_ptr<VariableImpl<T>>& leaf, Tensor<T>&& grad) {
+  if (LeafGradients<T>* capture = active_capture<T>)
+    capture->add(leaf, std::move(grad));
+  else
+    accumulate_leaf(*leaf, std::move(grad));
+}
+
 template <class T>
 void run_backward(const Variable<T>& root, Tensor<T> seed, BackwardOptions options) {
   VariableImpl<T>& root_impl = *root.impl();
@@ -76,7 +89,7 @@ void run_backward(const Variable<T>& root, Tensor<T> seed, BackwardOptions optio
     throw Error("backward: seed gradient has shape " + shape_str(seed) +
                 " but the root has shape " + shape_str(root_impl.value));
   if (!root_impl.grad_fn) {
-    accumulate_leaf(root_impl, std::move(seed));
+    deliver_leaf(root.impl(), std::move(seed));
     return;
   }
 
@@ -164,10 +177,38 @@ void run_backward(const Variable<T>& root, Tensor<T> seed, BackwardOptions optio
   }
 
   // 3. Leaves get their fully summed gradient once, through their hooks.
-  for (PendingLeaf<T>& leaf : leaves) accumulate_leaf(*leaf.leaf, std::move(leaf.grad));
+  for (PendingLeaf<T>& leaf : leaves) deliver_leaf(leaf.leaf, std::move(leaf.grad));
 }
 
 }  // namespace
+
+template <class T>
+void LeafGradients<T>::add(const std::shared_ptr<VariableImpl<T>>& leaf, Tensor<T>&& grad) {
+  // A model has tens of parameters: a linear search is cheaper than hashing.
+  for (auto& [held_leaf, held] : grads_)
+    if (held_leaf == leaf) {
+      bool has = true;
+      add_into(held, has, std::move(grad));
+      return;
+    }
+  grads_.emplace_back(leaf, std::move(grad));
+}
+
+template <class T>
+void LeafGradients<T>::apply() {
+  for (auto& [leaf, grad] : grads_) accumulate_leaf(*leaf, std::move(grad));
+  grads_.clear();
+}
+
+template <class T>
+CaptureGuard<T>::CaptureGuard(LeafGradients<T>& into) : previous_(active_capture<T>) {
+  active_capture<T> = &into;
+}
+
+template <class T>
+CaptureGuard<T>::~CaptureGuard() {
+  active_capture<T> = previous_;
+}
 
 template <class T>
 void backward(const Variable<T>& root, BackwardOptions options) {
@@ -210,6 +251,10 @@ NoGradGuard::~NoGradGuard() {
   template void backward<T>(const Variable<T>&, const Tensor<T>&, BackwardOptions); \
   template void Variable<T>::backward(BackwardOptions) const;                       \
   template void Variable<T>::backward(const Tensor<T>&, BackwardOptions) const;
+template class LeafGradients<float>;
+template class LeafGradients<double>;
+template class CaptureGuard<float>;
+template class CaptureGuard<double>;
 XGRAD_INSTANTIATE_BACKWARD(float)
 XGRAD_INSTANTIATE_BACKWARD(double)
 

@@ -1,6 +1,10 @@
 // The engine: backward(), NoGradGuard and gradient mode.
 #pragma once
 
+#include <memory>
+#include <utility>
+#include <vector>
+
 #include "xgrad/node.hpp"
 #include "xgrad/variable.hpp"
 
@@ -31,6 +35,39 @@ class NoGradGuard {
 
  private:
   bool previous_;
+};
+
+/// Leaf gradients held back from the leaves: what the backward passes of a thread under a
+/// CaptureGuard would have added into leaf `.grad`, summed per leaf. apply() adds them in, through
+/// the leaves' hooks. Data parallelism (parallel.hpp) gives each thread its own LeafGradients, so
+/// no two threads write a shared parameter's gradient, and applies them in shard order afterwards.
+template <class T>
+class LeafGradients {
+ public:
+  /// Adds `grad` to what is held for `leaf` (the engine calls this).
+  void add(const std::shared_ptr<VariableImpl<T>>& leaf, Tensor<T>&& grad);
+  /// Adds every held gradient into its leaf's `.grad` (running the leaf's hooks), in the order the
+  /// leaves were first captured, and empties this object.
+  void apply();
+  /// Number of leaves held.
+  std::size_t size() const { return grads_.size(); }
+
+ private:
+  std::vector<std::pair<std::shared_ptr<VariableImpl<T>>, Tensor<T>>> grads_;
+};
+
+/// For its lifetime, backward passes in this thread put leaf gradients into `into` instead of the
+/// leaves' `.grad`. Nests; other threads are unaffected.
+template <class T>
+class CaptureGuard {
+ public:
+  explicit CaptureGuard(LeafGradients<T>& into);
+  ~CaptureGuard();
+  CaptureGuard(const CaptureGuard&) = delete;
+  CaptureGuard& operator=(const CaptureGuard&) = delete;
+
+ private:
+  LeafGradients<T>* previous_;
 };
 
 /// detach(v) == v.detach(): a new leaf with a copy of the value, cut from the graph.

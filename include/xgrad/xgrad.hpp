@@ -6,6 +6,7 @@
 #include "xgrad/node.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
+#include "xgrad/parallel.hpp"
 #include "xgrad/registry.hpp"
 #include "xgrad/runtime.hpp"
 #include "xgrad/tensor.hpp"

@@ -122,6 +122,14 @@ void Module<T>::train(bool on) {
 }
 
 template <class T>
+bool Module<T>::shardable() const {
+  if (!shardable_layer()) return false;
+  for (const auto& entry : children_)
+    if (!entry.second->shardable()) return false;
+  return true;
+}
+
+template <class T>
 std::size_t Module<T>::parameter_count() const {
   std::size_t n = 0;
   for (const auto& entry : named_parameters()) n += entry.second.numel();

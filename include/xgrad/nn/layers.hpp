@@ -114,6 +114,9 @@ class Dropout : public Module<T> {
   std::string describe() const override;
   double p() const { return p_; }
 
+ protected:
+  bool shardable_layer() const override { return !this->is_training() || p_ == 0.0; }
+
  private:
   double p_;
   std::mt19937_64 rng_;
@@ -132,6 +135,9 @@ class BatchNorm2d : public Module<T> {
   const Variable<T>& bias() const { return this->param(bias_); }
   const Tensor<T>& running_mean() const { return running_mean_; }
   const Tensor<T>& running_var() const { return running_var_; }
+
+ protected:
+  bool shardable_layer() const override { return !this->is_training(); }
 
  private:
   std::size_t channels_;

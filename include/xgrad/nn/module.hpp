@@ -54,6 +54,12 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
+  /// Whether forward on disjoint parts of a batch, in several threads at once, computes the same
+  /// as one forward on the whole batch, so xgrad::sharded_backward and sharded_forward may run it.
+  /// False while any layer of the tree forbids it in its current mode: in training, BatchNorm2d
+  /// (batch statistics, running-statistic updates) and Dropout (one shared generator).
+  bool shardable() const;
+
   /// Total number of elements over parameters() (each shared Variable counted once).
   std::size_t parameter_count() const;
   /// Clears the gradient of every parameter (keeps the memory).
@@ -89,6 +95,9 @@ class Module {
 
  protected:
   Module() = default;
+
+  /// This layer's own part of shardable(), without its children. True unless overridden.
+  virtual bool shardable_layer() const { return true; }
 
   /// Registers a parameter under `name` (no dots, unique in this module) and returns its slot
   /// for param(). A defined Variable is made to require a gradient. An undefined Variable

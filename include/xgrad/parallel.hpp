@@ -1,0 +1,65 @@
+// Data parallelism inside one process: a batch split into shards, one per OpenMP thread, each
+// shard with its own graph.
+//
+// Splitting every op over the batch (what the kernels do on their own) costs a fork and a join per
+// op, and hands each activation from one core's cache to the other between ops. For a small model
+// those dominate: LeNet-5 at batch 64 ran 20 parallel regions per step and scaled 1.45x on 2 cores.
+// Sharded, each thread runs the whole forward and backward of its shard in one parallel region;
+// the ops inside run single-threaded (libgomp keeps nested regions inactive).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "xgrad/tensor.hpp"
+#include "xgrad/variable.hpp"
+
+namespace xgrad {
+
+/// The smallest shard sharded_backward and sharded_forward make by default.
+constexpr std::size_t kMinShard = 4;
+
+/// [begin, end) of each shard of n samples: min(max_shards, n / min_shard) shards (at least one),
+/// in order, with sizes differing by at most one.
+std::vector<std::pair<std::size_t, std::size_t>> shard_ranges(std::size_t n, int max_shards,
+                                                              std::size_t min_shard = kMinShard);
+
+/// Computes a value from samples [begin, end) of a batch. Called in a shard's own thread.
+template <class T>
+using ShardFn = std::function<Variable<T>(std::size_t begin, std::size_t end)>;
+
+/// One backward pass over a batch of n samples, sharded over the OpenMP threads (num_threads()).
+///
+/// For the shards s = [b_s, e_s) of shard_ranges(n, num_threads(), min_shard), each thread builds
+/// its own graph L_s = shard_loss(b_s, e_s) (a scalar) and runs backward on it with the seed n_s /
+/// n, where n_s = e_s - b_s. The leaves' gradients are then added into their `.grad` shard by
+/// shard, in shard order, from the calling thread, so the result depends on the thread count but
+/// not on timing. The total is the gradient of
+///     L = Σ_s (n_s / n) · L_s,
+/// which is returned. When L_s is a mean over its samples (cross_entropy), L is the mean over the
+/// batch and the gradient equals that of one backward of shard_loss(0, n), up to float rounding.
+///
+/// shard_loss must be safe to call from several threads at once: layers that use batch statistics
+/// or a shared random generator in training mode are not (nn::Module::shardable() tells). With one
+/// shard it runs in the calling thread, with the kernels' own threading. If any shard throws, no
+/// gradient is applied and the first shard's error is rethrown. Throws xgrad::Error when gradient
+/// recording is off in the calling thread, or when a shard's loss is not a scalar.
+template <class T>
+double sharded_backward(std::size_t n, const ShardFn<T>& shard_loss,
+                        std::size_t min_shard = kMinShard);
+
+/// Forward only, with no graph recorded: shard_forward(b_s, e_s) for each shard on its own thread,
+/// as in sharded_backward, and the values concatenated along dimension 0. Each shard's value must
+/// have n_s rows and the same trailing shape; otherwise throws xgrad::Error naming the shapes.
+template <class T>
+Tensor<T> sharded_forward(std::size_t n, const ShardFn<T>& shard_forward,
+                          std::size_t min_shard = kMinShard);
+
+/// A copy of rows [begin, end) (along dimension 0) of `batch`. Throws xgrad::Error on a range
+/// outside the batch or a 0-d tensor.
+template <class T>
+Tensor<T> batch_rows(const Tensor<T>& batch, std::size_t begin, std::size_t end);
+
+}  // namespace xgrad

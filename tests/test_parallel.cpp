@@ -1,0 +1,260 @@
+// Sharded forward and backward (parallel.hpp) and the engine's leaf-gradient capture.
+#define BOOST_TEST_MODULE parallel
+#include <boost/test/unit_test.hpp>
+
+#include "test_util.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <stdexcept>
+
+#include <xgrad/xgrad.hpp>
+
+using namespace xgrad;
+using xgrad::testing::check_close;
+using xgrad::testing::throws_with;
+
+namespace {
+
+struct Threads {  // two threads for one test, the previous count restored after it
+  int previous = num_threads();
+  explicit Threads(int n) { set_num_threads(n); }
+  ~Threads() { set_num_threads(previous); }
+};
+
+template <class T>
+Tensor<T> random_images(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  Tensor<T> x = empty_tensor<T>({n, 1, 28, 28});
+  for (T& v : x) v = T(normal(rng));
+  return x;
+}
+
+std::vector<int> random_labels(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int> labels(n);
+  for (int& l : labels) l = int(rng() % 10);
+  return labels;
+}
+
+std::vector<int> rows_of(const std::vector<int>& labels, std::size_t begin, std::size_t end) {
+  return std::vector<int>(labels.begin() + long(begin), labels.begin() + long(end));
+}
+
+template <class T>
+std::vector<Tensor<T>> grads_of(const nn::Module<T>& model) {
+  std::vector<Tensor<T>> out;
+  for (const Variable<T>& p : model.parameters()) out.push_back(p.grad());
+  return out;
+}
+
+// Every element within tol of the other, relative to the largest magnitude in the tensor (a
+// gradient's small entries carry the rounding of its large ones).
+template <class T>
+void check_close_scaled(const Tensor<T>& a, const Tensor<T>& b, double tol) {
+  BOOST_REQUIRE(shape_of(a) == shape_of(b));
+  double scale = 0.0, worst = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::abs(double(b.data()[i])));
+    worst = std::max(worst, std::abs(double(a.data()[i]) - double(b.data()[i])));
+  }
+  BOOST_TEST(worst <= tol * scale, "max difference " << worst << " against scale " << scale);
+}
+
+// LeNet-5 gradients on a batch of n, once by one backward and once sharded over two threads.
+template <class T>
+void check_sharded_matches_whole(std::size_t n, double tol) {
+  Threads two(2);
+  nn::manual_seed(3);
+  auto model = nn::lenet5<T>();
+  const Tensor<T> images = random_images<T>(n, 1);
+  const std::vector<int> labels = random_labels(n, 2);
+
+  model->zero_grad();
+  const T whole = cross_entropy(model->forward(Variable<T>(images)), labels).item();
+  cross_entropy(model->forward(Variable<T>(images)), labels).backward();
+  const std::vector<Tensor<T>> expected = grads_of(*model);
+
+  model->zero_grad();
+  std::atomic<int> shards{0};
+  const double loss = sharded_backward<T>(n, [&](std::size_t begin, std::size_t end) {
+    ++shards;
+    return cross_entropy(model->forward(Variable<T>(batch_rows(images, begin, end))),
+                         rows_of(labels, begin, end));
+  });
+  BOOST_TEST(shards.load() == 2);
+  BOOST_TEST(loss == double(whole), boost::test_tools::tolerance(tol));
+  const std::vector<Tensor<T>> got = grads_of(*model);
+  BOOST_REQUIRE(got.size() == expected.size());
+  for (std::size_t i = 0; i < got.size(); ++i) check_close_scaled(got[i], expected[i], tol);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(shard_ranges_cover_the_batch_in_order) {
+  using R = std::vector<std::pair<std::size_t, std::size_t>>;
+  BOOST_TEST((shard_ranges(64, 2) == R{{0, 32}, {32, 64}}));
+  BOOST_TEST((shard_ranges(11, 3, 2) == R{{0, 4}, {4, 8}, {8, 11}}));
+  BOOST_TEST((shard_ranges(7, 2, 4) == R{{0, 7}}));  // two shards would be under 4
+  BOOST_TEST((shard_ranges(8, 2, 4) == R{{0, 4}, {4, 8}}));
+  BOOST_TEST((shard_ranges(1, 2, 4) == R{{0, 1}}));
+  BOOST_TEST((shard_ranges(5, 0, 1) == R{{0, 5}}));
+}
+
+BOOST_AUTO_TEST_CASE(sharded_gradients_match_one_backward_double) {
+  check_sharded_matches_whole<double>(16, 1e-12);
+  check_sharded_matches_whole<double>(9, 1e-12);  // shards of 5 and 4: weights 5/9 and 4/9
+}
+
+BOOST_AUTO_TEST_CASE(sharded_gradients_match_one_backward_float) {
+  // The float kernels (direct and lanes convolutions) run on the shards too.
+  check_sharded_matches_whole<float>(64, 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(sharded_runs_are_bit_identical) {
+  Threads two(2);
+  nn::manual_seed(5);
+  auto model = nn::lenet5<float>();
+  const Tensor<float> images = random_images<float>(32, 7);
+  const std::vector<int> labels = random_labels(32, 8);
+  const auto run = [&] {
+    model->zero_grad();
+    sharded_backward<float>(32, [&](std::size_t begin, std::size_t end) {
+      return cross_entropy(model->forward(Variable<float>(batch_rows(images, begin, end))),
+                           rows_of(labels, begin, end));
+    });
+    return grads_of(*model);
+  };
+  const auto a = run();
+  const auto b = run();
+  for (std::size_t i = 0; i < a.size(); ++i)
+    BOOST_TEST(std::equal(a[i].begin(), a[i].end(), b[i].begin()));
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_shard_changes_no_gradient) {
+  Threads two(2);
+  Variable<double> w(Tensor<double>{1.0, 2.0}, true, "w");
+  sum(mul(w, w)).backward();  // .grad = 2w
+  const auto throws_in_second = [&](std::size_t begin, std::size_t) -> Variable<double> {
+    if (begin > 0) throw Error("shard exploded");
+    return sum(mul(w, w));
+  };
+  BOOST_TEST(
+      throws_with([&] { sharded_backward<double>(8, throws_in_second); }, {"shard exploded"}));
+  check_close(w.grad(), Tensor<double>{2.0, 4.0});
+  // Any exception type comes through, not only xgrad::Error.
+  BOOST_CHECK_THROW(sharded_backward<double>(8,
+                                             [&](std::size_t, std::size_t) -> Variable<double> {
+                                               throw std::runtime_error("other");
+                                             }),
+                    std::runtime_error);
+}
+
+BOOST_AUTO_TEST_CASE(sharded_backward_rejects_bad_use) {
+  Threads two(2);
+  Variable<double> w(Tensor<double>{1.0, 2.0}, true, "w");
+  BOOST_TEST(throws_with(
+      [&] { sharded_backward<double>(8, [&](std::size_t, std::size_t) { return mul(w, w); }); },
+      {"samples [0, 4)", "[2]", "scalar"}));
+  BOOST_TEST(throws_with(
+      [&] {
+        NoGradGuard guard;
+        sharded_backward<double>(8, [&](std::size_t, std::size_t) { return sum(w); });
+      },
+      {"NoGradGuard"}));
+  BOOST_TEST(throws_with(
+      [&] { sharded_backward<double>(0, [&](std::size_t, std::size_t) { return sum(w); }); },
+      {"empty"}));
+}
+
+BOOST_AUTO_TEST_CASE(sharded_forward_concatenates_shards) {
+  Threads two(2);
+  nn::manual_seed(4);
+  auto model = nn::lenet5<float>();
+  model->eval();
+  const Tensor<float> images = random_images<float>(20, 9);
+  Tensor<float> whole;
+  {
+    NoGradGuard guard;
+    whole = model->forward(Variable<float>(images)).value();
+  }
+  std::atomic<bool> recorded{false};
+  const Tensor<float> got = sharded_forward<float>(20, [&](std::size_t begin, std::size_t end) {
+    const Variable<float> y = model->forward(Variable<float>(batch_rows(images, begin, end)));
+    if (y.grad_fn() != nullptr) recorded = true;
+    return y;
+  });
+  BOOST_TEST(!recorded.load());  // no graph in any shard's thread
+  check_close_scaled(got, whole, 1e-6);
+  BOOST_TEST(throws_with(
+      [&] {
+        sharded_forward<float>(8, [&](std::size_t, std::size_t) {
+          return Variable<float>(empty_tensor<float>({3, 10}));
+        });
+      },
+      {"samples [0, 4)", "[3,10]", "4 rows"}));
+}
+
+BOOST_AUTO_TEST_CASE(batch_rows_copies_a_range) {
+  const Tensor<double> t = {{1.0, 2.0}, {3.0, 4.0}, {5.0, 6.0}};
+  check_close(batch_rows(t, 1, 3), Tensor<double>{{3.0, 4.0}, {5.0, 6.0}});
+  BOOST_TEST(batch_rows(t, 2, 2).shape()[0] == 0u);
+  BOOST_TEST(throws_with([&] { batch_rows(t, 2, 4); }, {"[2, 4)", "[3,2]"}));
+  BOOST_TEST(throws_with([&] { batch_rows(t, 2, 1); }, {"[2, 1)"}));
+}
+
+BOOST_AUTO_TEST_CASE(captured_leaf_gradients_wait_for_apply) {
+  Variable<double> w(Tensor<double>{1.0, 2.0}, true, "w");
+  int hook_calls = 0;
+  w.register_hook([&](Tensor<double>&) { ++hook_calls; });
+  LeafGradients<double> held;
+  {
+    CaptureGuard<double> guard(held);
+    sum(mul(w, w)).backward();  // 2w
+    sum(w).backward();          // 1, summed into the same entry
+  }
+  BOOST_TEST(!w.has_grad());
+  BOOST_TEST(held.size() == 1u);
+  BOOST_TEST(hook_calls == 0);
+  held.apply();
+  check_close(w.grad(), Tensor<double>{3.0, 5.0});
+  BOOST_TEST(hook_calls == 1);
+  BOOST_TEST(held.size() == 0u);
+  sum(w).backward();  // the guard is gone: straight into .grad again
+  check_close(w.grad(), Tensor<double>{4.0, 6.0});
+}
+
+BOOST_AUTO_TEST_CASE(capture_guards_nest) {
+  Variable<double> w(Tensor<double>{1.0}, true, "w");
+  LeafGradients<double> outer, inner;
+  {
+    CaptureGuard<double> a(outer);
+    {
+      CaptureGuard<double> b(inner);
+      sum(w).backward();
+    }
+    sum(w).backward();
+  }
+  BOOST_TEST(inner.size() == 1u);
+  BOOST_TEST(outer.size() == 1u);
+  BOOST_TEST(!w.has_grad());
+}
+
+BOOST_AUTO_TEST_CASE(shardable_follows_layers_and_mode) {
+  BOOST_TEST(nn::lenet5<float>()->shardable());
+  BOOST_TEST(nn::convnet<float>()->shardable());
+  auto resnet = nn::make_model<float>("resnet16");  // batch norm
+  BOOST_TEST(!resnet->shardable());
+  resnet->eval();
+  BOOST_TEST(resnet->shardable());
+  nn::Sequential<float> with_dropout{std::make_shared<nn::Linear<float>>(4, 4),
+                                     std::make_shared<nn::Dropout<float>>(0.5)};
+  BOOST_TEST(!with_dropout.shardable());
+  with_dropout.eval();
+  BOOST_TEST(with_dropout.shardable());
+  nn::Sequential<float> no_drop{std::make_shared<nn::Dropout<float>>(0.0)};
+  BOOST_TEST(no_drop.shardable());
+}
