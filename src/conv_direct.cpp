@@ -85,17 +85,69 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
     }
 }
 
+// The strip variant, for rows a little short of whole blocks (the convnet's conv1 on AVX2: rows of
+// 26 in 4 vectors of 8, 81% of the lanes used). Positions run flat over the padded input's rows,
+// q = i·wp + j, so a block also covers each row's kw - 1 columns past wo (26 of 28 used: 93%)
+// instead of rounding every row up to whole blocks. The vector holding a row's end is compacted
+// before its store: its lanes of the next row move down to follow the row's last output directly
+// in y (by wp - wo = kw - 1 < W), or to lane 0 when the vector starts past wo. The other junk lanes
+// spill into positions stored later, as in the row kernel; only stores past the plane are masked.
+// Requires wp >= W (a vector crosses at most one row end).
+template <int NC, int JB>
+void strip_forward_chunk(const float* xp, const float* wt, const float* b, float* y,
+                         const ConvGeom& g, int o0, const Index* off) {
+  const int k = g.k, wp = g.wp, wo = g.wo;
+  const Index co = g.co, l = g.l;
+  const Index end = Index(g.ho) * wp;
+  float* yc = y + Index(o0) * l;
+  Index i0 = 0;  // q0 = i0·wp + j0, kept without a division (64-bit idiv costs tens of cycles)
+  int j0 = 0;
+  for (Index q0 = 0; q0 < end; q0 += W * JB) {
+    V::Reg acc[NC][JB];
+    set_bias(acc, b != nullptr ? b + o0 : nullptr);
+    const float* wk = wt + o0;
+    for (int t = 0; t < k; ++t, wk += co) fma_tap(acc, xp + q0 + off[t], wk);
+#pragma GCC unroll 4
+    for (int jb = 0; jb < JB; ++jb) {
+      const Index i = i0;  // vector jb starts at q0 + W·jb = i·wp + j
+      const int j = j0;
+      j0 += W;
+      if (j0 >= wp) j0 -= wp, ++i0;
+      // Lane 0's place in y; a vector starting past wo (in the junk) starts at the next row.
+      const Index p = i * wo + std::min(j, wo);
+      if (i >= g.ho || p >= l) continue;
+      if (j + W > wp) {  // lanes from wp - j on are the next row's: move them down to follow
+        const int from = std::max(wo - j, 0), by = wp - std::max(j, wo);
+#pragma GCC unroll 32
+        for (int o = 0; o < NC; ++o) acc[o][jb] = V::shift_down_from(acc[o][jb], from, by);
+      }
+      if (p + W <= l) {
+#pragma GCC unroll 32
+        for (int o = 0; o < NC; ++o) V::storeu(yc + Index(o) * l + p, acc[o][jb]);
+      } else {
+        const V::Mask m = V::first(int(l - p));
+#pragma GCC unroll 32
+        for (int o = 0; o < NC; ++o) V::storeu(yc + Index(o) * l + p, m, acc[o][jb]);
+      }
+    }
+  }
+}
+
 using ForwardChunkFn = void (*)(const float*, const float*, const float*, float*, const ConvGeom&,
                                 int, const Index*);
 
-// direct_forward_chunk<1, JB> ... <sizeof(N), JB>, indexed by the chunk's channels minus one.
-template <int JB, int... N>
+// Chunk<1, JB> ... <sizeof(N), JB> (direct_forward_chunk or strip_forward_chunk), indexed by the
+// chunk's channels minus one.
+template <bool Strip, int JB, int... N>
 constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
     std::integer_sequence<int, N...>) {
-  return {&direct_forward_chunk<N + 1, JB>...};
+  if constexpr (Strip)
+    return {&strip_forward_chunk<N + 1, JB>...};
+  else
+    return {&direct_forward_chunk<N + 1, JB>...};
 }
 
-template <int JB>
+template <bool Strip, int JB>
 void direct_forward_jb(const float* xp, const float* wt, const float* b, float* y,
                        const ConvGeom& g, const Index* off) {
   // Channel chunks of at most kAccumulators / JB accumulators (16 for JB = 1 with AVX-512), as
@@ -105,7 +157,8 @@ void direct_forward_jb(const float* xp, const float* wt, const float* b, float* 
   const int per = (g.co + chunks - 1) / chunks;
   for (int o0 = 0; o0 < g.co; o0 += per) {
     const int nc = std::min(per, g.co - o0);
-    static constexpr auto table = forward_chunk_table<JB>(std::make_integer_sequence<int, kMax>{});
+    static constexpr auto table =
+        forward_chunk_table<Strip, JB>(std::make_integer_sequence<int, kMax>{});
     table[std::size_t(nc - 1)](xp, wt, b, y, g, o0, off);
   }
 }
@@ -434,10 +487,12 @@ void direct_forward(const float* xp, const float* wt, const float* b, float* y, 
   // FMAs (24 with AVX-512, 12 with AVX2). (With AVX-512, the
   // convnet's conv1, 32 channels, is bound by storing its 5.5 MB output: 60 GFLOP/s as 2 chunks of
   // 16 channels with one block or 3 chunks of 11 with two; 105 when the stores stay in L1.)
-  if (g.wo > W)
-    direct_forward_jb<2>(xp, wt, b, y, g, off);
+  if (strip_pays(g))
+    direct_forward_jb<true, kStripBlocks>(xp, wt, b, y, g, off);
+  else if (g.wo > W)
+    direct_forward_jb<false, 2>(xp, wt, b, y, g, off);
   else
-    direct_forward_jb<1>(xp, wt, b, y, g, off);
+    direct_forward_jb<false, 1>(xp, wt, b, y, g, off);
 }
 
 // One image's contribution to the lane-wise accumulators vacc (co·k·W floats).

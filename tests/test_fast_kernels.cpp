@@ -6,6 +6,7 @@
 
 #include "test_util.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -154,6 +155,81 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
 }
 
 #ifdef XGRAD_SIMD
+namespace {
+
+detail::ConvGeom direct_geom(int c, int h, int w, int co, int kh, int kw, int pad) {
+  detail::ConvGeom g{};
+  g.n = 1, g.c = c, g.h = h, g.w = w, g.co = co, g.kh = kh, g.kw = kw;
+  g.sh = g.sw = g.dh = g.dw = g.groups = 1, g.ph = g.pw = pad;
+  g.hp = h + 2 * pad, g.wp = w + 2 * pad;
+  g.ho = g.hp - kh + 1, g.wo = g.wp - kw + 1;
+  g.padded = pad > 0, g.cg = c, g.cog = co, g.k = c * kh * kw;
+  g.l = detail::Index(g.ho) * g.wo, g.band_rows = g.ho, g.pointwise = false;
+  return g;
+}
+
+}  // namespace
+
+// direct_forward (row and strip kernels) against loops, with guards around the output: the strip
+// kernel compacts the vector holding each row's end by a lane permutation and masks only stores
+// past the plane, so a wrong shift or a stray store shows here.
+BOOST_AUTO_TEST_CASE(direct_conv_row_and_strip_kernels_match_loops) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  struct Case {
+    int c, h, w, co, kh, kw, pad;
+    bool bias;
+  };
+  int strips = 0;
+  for (const Case& cs : {Case{1, 28, 28, 32, 3, 3, 0, true},   // the convnet's conv1: 26 of 28
+                         Case{1, 28, 28, 6, 5, 5, 2, true},    // LeNet's conv1
+                         Case{1, 13, 13, 7, 3, 3, 0, false},   // wp 13, wo 11
+                         Case{1, 20, 20, 9, 5, 5, 1, true},    // wp 22, wo 18
+                         Case{2, 17, 30, 5, 3, 3, 0, true},    // two input channels, wp 30
+                         Case{1, 28, 27, 3, 4, 4, 0, true},    // shift by 3
+                         Case{1, 5, 40, 13, 2, 7, 0, true},    // shift by 6, 5 rows
+                         Case{1, 9, 9, 4, 2, 2, 0, false},     // wo 8 = one AVX2 vector
+                         Case{1, 3, 17, 2, 3, 1, 1, true}}) {  // kw 1: no junk columns
+    const detail::ConvGeom g = direct_geom(cs.c, cs.h, cs.w, cs.co, cs.kh, cs.kw, cs.pad);
+    BOOST_REQUIRE(detail::direct_eligible(g));
+    strips += detail::strip_pays(g) ? 1 : 0;
+    std::vector<float> xp(std::size_t(g.c * g.hp * g.wp + detail::kDirectSlack), 0.f);
+    for (int ci = 0; ci < g.c; ++ci)
+      for (int i = 0; i < g.h; ++i)
+        for (int j = 0; j < g.w; ++j)
+          xp[std::size_t((ci * g.hp + i + cs.pad) * g.wp + j + cs.pad)] = u(rng);
+    std::vector<float> w(std::size_t(g.co * g.k)), b(std::size_t(g.co)), wt(w.size());
+    for (float& v : w) v = u(rng);
+    for (float& v : b) v = u(rng);
+    detail::transpose_weights(w.data(), g, g.co, wt.data());
+    BOOST_TEST_CONTEXT("c " << cs.c << " " << cs.h << "x" << cs.w << " co " << cs.co << " k "
+                            << cs.kh << "x" << cs.kw << " pad " << cs.pad << " strip "
+                            << detail::strip_pays(g)) {
+      constexpr float guard = 12345.f;
+      const std::size_t out = std::size_t(g.co) * std::size_t(g.l);
+      std::vector<float> buf(out + 64, guard);
+      float* y = buf.data() + 32;
+      detail::direct_forward(xp.data(), wt.data(), cs.bias ? b.data() : nullptr, y, g);
+      double worst = 0;
+      for (int o = 0; o < g.co; ++o)
+        for (int i = 0; i < g.ho; ++i)
+          for (int j = 0; j < g.wo; ++j) {
+            double r = cs.bias ? b[std::size_t(o)] : 0.0;
+            for (int ci = 0; ci < g.c; ++ci)
+              for (int p = 0; p < cs.kh; ++p)
+                for (int q = 0; q < cs.kw; ++q)
+                  r += double(w[std::size_t(((o * g.c + ci) * cs.kh + p) * cs.kw + q)]) *
+                       xp[std::size_t((ci * g.hp + i + p) * g.wp + j + q)];
+            worst = std::max(worst, std::abs(y[o * g.l + i * g.wo + j] - r));
+          }
+      BOOST_TEST(worst < 1e-5);
+      BOOST_TEST(std::all_of(buf.begin(), buf.begin() + 32, [](float v) { return v == guard; }));
+      BOOST_TEST(std::all_of(buf.end() - 32, buf.end(), [](float v) { return v == guard; }));
+    }
+  }
+  BOOST_TEST(strips >= 5);  // with 8 lanes (AVX2) and with 16 (AVX-512)
+}
+
 // The flat kernel against loops, for every alignment of the output (0-15 floats past a 64-byte
 // boundary), plane lengths l with every kind of period (l mod 16 = 0, 4, 8 and odd), several
 // chunks per alignment class, and guards around the output that must stay untouched.
