@@ -1,6 +1,7 @@
 // The backward engine: dependency counts, a ready queue ordered by sequence number, no recursion.
 #include "xgrad/graph.hpp"
 
+#include <algorithm>
 #include <queue>
 #include <unordered_map>
 
@@ -198,6 +199,41 @@ template <class T>
 void LeafGradients<T>::apply() {
   for (auto& [leaf, grad] : grads_) accumulate_leaf(*leaf, std::move(grad));
   grads_.clear();
+}
+
+template <class T>
+void LeafGradients<T>::apply_sum(std::vector<LeafGradients>& parts) {
+  // One job per leaf: its gradients in part order. A leaf that has a gradient and no hooks gets
+  // them all added straight into .grad; otherwise the first one becomes their sum, which then goes
+  // through accumulate_leaf (hooks, then into .grad).
+  struct Job {
+    std::shared_ptr<VariableImpl<T>> leaf;
+    std::vector<Tensor<T>*> grads;
+    bool into_leaf = false;
+  };
+  std::vector<Job> jobs;
+  for (LeafGradients& part : parts)
+    for (auto& [leaf, grad] : part.grads_) {
+      auto it =
+          std::find_if(jobs.begin(), jobs.end(), [&](const Job& j) { return j.leaf == leaf; });
+      if (it == jobs.end()) it = jobs.insert(jobs.end(), Job{leaf, {}, false});
+      it->grads.push_back(&grad);
+    }
+  // In this thread: split over two threads the sum was slower (60 against 31 us for LeNet's 61,706
+  // parameters from two parts, best of 2,000); the parts are too small to pay for a parallel
+  // region and for moving their cache lines between the cores.
+  for (Job& job : jobs) {
+    job.into_leaf = job.leaf->has_grad && job.leaf->hooks.empty();
+    T* dst = job.into_leaf ? job.leaf->grad.data() : job.grads[0]->data();
+    const std::size_t n = job.grads[0]->size();
+    for (std::size_t k = job.into_leaf ? 0 : 1; k < job.grads.size(); ++k) {
+      const T* src = job.grads[k]->data();
+      for (std::size_t i = 0; i < n; ++i) dst[i] += src[i];
+    }
+  }
+  for (Job& job : jobs)
+    if (!job.into_leaf) accumulate_leaf(*job.leaf, std::move(*job.grads[0]));
+  for (LeafGradients& part : parts) part.grads_.clear();
 }
 
 template <class T>

@@ -85,7 +85,7 @@ double sharded_backward(std::size_t n, const ShardFn<T>& shard_loss, std::size_t
     CaptureGuard<T> capture(captured[std::size_t(s)]);
     loss.backward(filled_tensor<T>(loss.shape(), T(weight)));
   });
-  for (LeafGradients<T>& grads : captured) grads.apply();
+  LeafGradients<T>::apply_sum(captured);
   double total = 0.0;
   for (double l : losses) total += l;
   return total;

@@ -227,6 +227,31 @@ BOOST_AUTO_TEST_CASE(captured_leaf_gradients_wait_for_apply) {
   check_close(w.grad(), Tensor<double>{4.0, 6.0});
 }
 
+BOOST_AUTO_TEST_CASE(sharded_hooks_see_the_batch_gradient_once) {
+  Threads two(2);
+  Variable<double> w(Tensor<double>{1.0, 2.0}, true, "w");
+  const Tensor<double> c = {{1.0, 0.0}, {2.0, 1.0}, {0.0, 3.0}, {1.0, 1.0},
+                            {4.0, 0.0}, {0.0, 0.0}, {1.0, 2.0}, {3.0, 1.0}};
+  std::vector<Tensor<double>> seen;
+  w.register_hook([&](Tensor<double>& g) { seen.push_back(g); });
+  // Loss: mean over rows r of Σ_j c[r, j]·w_j², so dL/dw_j = 2·w_j·mean_r c[r, j].
+  const double loss = sharded_backward<double>(8, [&](std::size_t begin, std::size_t end) {
+    const Variable<double> rows(batch_rows(c, begin, end));
+    return mean(sum(mul(rows, mul(w, w)), {1}));
+  });
+  BOOST_TEST(loss == (1.5 * 1.0 + 1.0 * 4.0), boost::test_tools::tolerance(1e-12));
+  BOOST_REQUIRE(seen.size() == 1u);
+  check_close(seen[0], Tensor<double>{2.0 * 1.0 * 1.5, 2.0 * 2.0 * 1.0});
+  check_close(w.grad(), seen[0]);
+  // A second step adds into the existing gradient (the hook still sees one batch's gradient).
+  sharded_backward<double>(8, [&](std::size_t begin, std::size_t end) {
+    return mean(sum(mul(Variable<double>(batch_rows(c, begin, end)), mul(w, w)), {1}));
+  });
+  BOOST_REQUIRE(seen.size() == 2u);
+  check_close(seen[1], seen[0]);
+  check_close(w.grad(), Tensor<double>{6.0, 8.0});
+}
+
 BOOST_AUTO_TEST_CASE(capture_guards_nest) {
   Variable<double> w(Tensor<double>{1.0}, true, "w");
   LeafGradients<double> outer, inner;

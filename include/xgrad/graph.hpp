@@ -52,6 +52,11 @@ class LeafGradients {
   /// Number of leaves held.
   std::size_t size() const { return grads_.size(); }
 
+  /// Applies several captures as one backward: for each leaf (in the order first captured), the
+  /// sum of its gradients over `parts`, in part order, goes through the leaf's hooks once and is
+  /// added into `.grad`. Empties the parts.
+  static void apply_sum(std::vector<LeafGradients>& parts);
+
  private:
   std::vector<std::pair<std::shared_ptr<VariableImpl<T>>, Tensor<T>>> grads_;
 };

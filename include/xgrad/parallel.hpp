@@ -34,9 +34,9 @@ using ShardFn = std::function<Variable<T>(std::size_t begin, std::size_t end)>;
 ///
 /// For the shards s = [b_s, e_s) of shard_ranges(n, num_threads(), min_shard), each thread builds
 /// its own graph L_s = shard_loss(b_s, e_s) (a scalar) and runs backward on it with the seed n_s /
-/// n, where n_s = e_s - b_s. The leaves' gradients are then added into their `.grad` shard by
-/// shard, in shard order, from the calling thread, so the result depends on the thread count but
-/// not on timing. The total is the gradient of
+/// n, where n_s = e_s - b_s, into a LeafGradients of its own. Then each leaf gets the sum over the
+/// shards, in shard order (LeafGradients::apply_sum: through its hooks once, into `.grad`), so the
+/// result depends on the thread count but not on timing. The total is the gradient of
 ///     L = Σ_s (n_s / n) · L_s,
 /// which is returned. When L_s is a mean over its samples (cross_entropy), L is the mean over the
 /// batch and the gradient equals that of one backward of shard_loss(0, n), up to float rounding.
