@@ -168,6 +168,35 @@ detail::ConvGeom direct_geom(int c, int h, int w, int co, int kh, int kw, int pa
   return g;
 }
 
+// A padded image of random values, followed by kDirectSlack zeros (as conv2d stages it).
+std::vector<float> padded_input(const detail::ConvGeom& g, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> xp(std::size_t(g.c * g.hp * g.wp + detail::kDirectSlack), 0.f);
+  for (int ci = 0; ci < g.c; ++ci)
+    for (int i = 0; i < g.h; ++i)
+      for (int j = 0; j < g.w; ++j)
+        xp[std::size_t((ci * g.hp + i + g.ph) * g.wp + j + g.pw)] = u(rng);
+  return xp;
+}
+
+// The largest |y - (b + Σ w·x)| over the output, the sum by loops in double (b may be null).
+double direct_conv_error(const std::vector<float>& xp, const std::vector<float>& w, const float* b,
+                         const float* y, const detail::ConvGeom& g) {
+  double worst = 0;
+  for (int o = 0; o < g.co; ++o)
+    for (int i = 0; i < g.ho; ++i)
+      for (int j = 0; j < g.wo; ++j) {
+        double r = b != nullptr ? b[o] : 0.0;
+        for (int ci = 0; ci < g.c; ++ci)
+          for (int p = 0; p < g.kh; ++p)
+            for (int q = 0; q < g.kw; ++q)
+              r += double(w[std::size_t(((o * g.c + ci) * g.kh + p) * g.kw + q)]) *
+                   xp[std::size_t((ci * g.hp + i + p) * g.wp + j + q)];
+        worst = std::max(worst, std::abs(y[o * g.l + i * g.wo + j] - r));
+      }
+  return worst;
+}
+
 }  // namespace
 
 // direct_forward (row and strip kernels) against loops, with guards around the output: the strip
@@ -193,11 +222,7 @@ BOOST_AUTO_TEST_CASE(direct_conv_row_and_strip_kernels_match_loops) {
     const detail::ConvGeom g = direct_geom(cs.c, cs.h, cs.w, cs.co, cs.kh, cs.kw, cs.pad);
     BOOST_REQUIRE(detail::direct_eligible(g));
     strips += detail::strip_pays(g) ? 1 : 0;
-    std::vector<float> xp(std::size_t(g.c * g.hp * g.wp + detail::kDirectSlack), 0.f);
-    for (int ci = 0; ci < g.c; ++ci)
-      for (int i = 0; i < g.h; ++i)
-        for (int j = 0; j < g.w; ++j)
-          xp[std::size_t((ci * g.hp + i + cs.pad) * g.wp + j + cs.pad)] = u(rng);
+    const std::vector<float> xp = padded_input(g, rng);
     std::vector<float> w(std::size_t(g.co * g.k)), b(std::size_t(g.co)), wt(w.size());
     for (float& v : w) v = u(rng);
     for (float& v : b) v = u(rng);
@@ -210,19 +235,7 @@ BOOST_AUTO_TEST_CASE(direct_conv_row_and_strip_kernels_match_loops) {
       std::vector<float> buf(out + 64, guard);
       float* y = buf.data() + 32;
       detail::direct_forward(xp.data(), wt.data(), cs.bias ? b.data() : nullptr, y, g);
-      double worst = 0;
-      for (int o = 0; o < g.co; ++o)
-        for (int i = 0; i < g.ho; ++i)
-          for (int j = 0; j < g.wo; ++j) {
-            double r = cs.bias ? b[std::size_t(o)] : 0.0;
-            for (int ci = 0; ci < g.c; ++ci)
-              for (int p = 0; p < cs.kh; ++p)
-                for (int q = 0; q < cs.kw; ++q)
-                  r += double(w[std::size_t(((o * g.c + ci) * cs.kh + p) * cs.kw + q)]) *
-                       xp[std::size_t((ci * g.hp + i + p) * g.wp + j + q)];
-            worst = std::max(worst, std::abs(y[o * g.l + i * g.wo + j] - r));
-          }
-      BOOST_TEST(worst < 1e-5);
+      BOOST_TEST(direct_conv_error(xp, w, cs.bias ? b.data() : nullptr, y, g) < 1e-5);
       BOOST_TEST(std::all_of(buf.begin(), buf.begin() + 32, [](float v) { return v == guard; }));
       BOOST_TEST(std::all_of(buf.end() - 32, buf.end(), [](float v) { return v == guard; }));
     }
@@ -249,19 +262,9 @@ BOOST_AUTO_TEST_CASE(flat_conv_kernel_matches_loops_at_every_alignment) {
                          Case{1, 4, 8, 24, 3, 1, true},    // l = 32: one class, 3 chunks of 8
                          Case{2, 7, 5, 5, 2, 0, true},     // C_in = 2, l = 24
                          Case{1, 2, 3, 3, 2, 0, true}}) {  // l = 2: shorter than a vector
-    ConvGeom g{};
-    g.n = 1, g.c = cs.c, g.h = cs.h, g.w = cs.w, g.co = cs.co, g.kh = cs.k, g.kw = cs.k;
-    g.sh = g.sw = g.dh = g.dw = g.groups = 1, g.ph = g.pw = cs.pad;
-    g.hp = cs.h + 2 * cs.pad, g.wp = cs.w + 2 * cs.pad;
-    g.ho = g.hp - cs.k + 1, g.wo = g.wp - cs.k + 1;
-    g.padded = cs.pad > 0, g.cg = cs.c, g.cog = cs.co, g.k = cs.c * cs.k * cs.k;
-    g.l = Index(g.ho) * g.wo, g.band_rows = g.ho, g.pointwise = false;
+    const ConvGeom g = direct_geom(cs.c, cs.h, cs.w, cs.co, cs.k, cs.k, cs.pad);
     BOOST_REQUIRE(detail::flat_eligible(g));
-    std::vector<float> xp(std::size_t(g.c * g.hp * g.wp + detail::kDirectSlack), 0.f);
-    for (int ci = 0; ci < g.c; ++ci)
-      for (int i = 0; i < g.h; ++i)
-        for (int j = 0; j < g.w; ++j)
-          xp[std::size_t((ci * g.hp + i + cs.pad) * g.wp + j + cs.pad)] = u(rng);
+    const std::vector<float> xp = padded_input(g, rng);
     std::vector<float> w(std::size_t(g.co * g.k)), b(std::size_t(g.co));
     for (float& v : w) v = u(rng);
     for (float& v : b) v = u(rng);
@@ -279,19 +282,7 @@ BOOST_AUTO_TEST_CASE(flat_conv_kernel_matches_loops_at_every_alignment) {
         float* y = buf + 32 + shift;
         detail::flat_forward(s.data() + detail::kFlatFront, ld, w.data(),
                              cs.bias ? b.data() : nullptr, y, g);
-        double worst = 0;
-        for (int o = 0; o < g.co; ++o)
-          for (int i = 0; i < g.ho; ++i)
-            for (int j = 0; j < g.wo; ++j) {
-              double r = cs.bias ? b[std::size_t(o)] : 0.0;
-              for (int ci = 0; ci < g.c; ++ci)
-                for (int p = 0; p < cs.k; ++p)
-                  for (int q = 0; q < cs.k; ++q)
-                    r += double(w[std::size_t((o * g.c + ci) * cs.k * cs.k + p * cs.k + q)]) *
-                         xp[std::size_t((ci * g.hp + i + p) * g.wp + j + q)];
-              worst = std::max(worst, std::abs(y[o * g.l + i * g.wo + j] - r));
-            }
-        BOOST_TEST(worst < 1e-5);
+        BOOST_TEST(direct_conv_error(xp, w, cs.bias ? b.data() : nullptr, y, g) < 1e-5);
         bool guards = true;
         for (float* p = buf; p < y; ++p) guards = guards && *p == guard;
         for (float* p = y + out; p < y + out + 16; ++p) guards = guards && *p == guard;
