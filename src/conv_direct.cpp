@@ -483,10 +483,11 @@ void tap_offsets(const ConvGeom& g, Index* off) {
 void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g) {
   Index off[kDirectMaxK];
   tap_offsets(g, off);
-  // Two blocks when a row needs them: a tap then loads 2 input vectors for up to kAccumulators
-  // FMAs (24 with AVX-512, 12 with AVX2). (With AVX-512, the
-  // convnet's conv1, 32 channels, is bound by storing its 5.5 MB output: 60 GFLOP/s as 2 chunks of
-  // 16 channels with one block or 3 chunks of 11 with two; 105 when the stores stay in L1.)
+  // Strips when whole-row blocks waste more lanes (strip_pays); else two blocks when a row needs
+  // them: a tap then loads 2 input vectors for up to kAccumulators FMAs (24 with AVX-512, 12 with
+  // AVX2). (On the AVX-512 Xeon the convnet's conv1, 32 channels, was bound by storing its 5.5 MB
+  // output: 60 GFLOP/s, 105 when the stores stayed in L1. On the AVX2 EPYC it is not: 4 images,
+  // whose output fits in L2, ran no faster per image than 64.)
   if (strip_pays(g))
     direct_forward_jb<true, kStripBlocks>(xp, wt, b, y, g, off);
   else if (g.wo > W)

@@ -2,7 +2,6 @@
 #include "xgrad/parallel.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <exception>
 #include <string>
 

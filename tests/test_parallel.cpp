@@ -18,7 +18,7 @@ using xgrad::testing::throws_with;
 
 namespace {
 
-struct Threads {  // two threads for one test, the previous count restored after it
+struct Threads {  // n threads for one test, the previous count restored after it
   int previous = num_threads();
   explicit Threads(int n) { set_num_threads(n); }
   ~Threads() { set_num_threads(previous); }
@@ -196,6 +196,13 @@ BOOST_AUTO_TEST_CASE(sharded_forward_concatenates_shards) {
         });
       },
       {"samples [0, 4)", "[3,10]", "4 rows"}));
+  BOOST_TEST(throws_with(
+      [&] {
+        sharded_forward<float>(8, [&](std::size_t begin, std::size_t) {
+          return Variable<float>(empty_tensor<float>({4, begin == 0 ? 3u : 5u}));
+        });
+      },
+      {"[4,3]", "[4,5]", "beyond dimension 0"}));
 }
 
 BOOST_AUTO_TEST_CASE(batch_rows_copies_a_range) {

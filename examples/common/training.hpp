@@ -50,8 +50,9 @@ inline std::vector<int> label_rows(const std::vector<int>& labels, std::size_t b
 /// One SGD-style step on a batch: forward in training mode, mean cross-entropy, backward, update.
 /// Returns the batch loss and adds the number of correct predictions to `correct`.
 /// When the model is shardable() (no batch norm or dropout in training), the batch is split over
-/// the threads by sharded_backward: the same gradient up to float rounding, and on 2 cores about
-/// 1.8x the speed of one thread instead of 1.5x for LeNet-5. Otherwise the kernels thread alone.
+/// the threads by sharded_backward: the same gradient up to float rounding, and for LeNet-5 on
+/// the 2-core EPYC 1.65x the speed of one thread instead of 1.42x (./run.sh bench, README).
+/// Otherwise the kernels thread alone.
 inline double train_step(nn::Module<float>& model, optim::Optimizer<float>& opt,
                          const data::Batch<float>& batch, std::size_t* correct = nullptr) {
   opt.zero_grad();

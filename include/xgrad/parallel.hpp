@@ -3,9 +3,11 @@
 //
 // Splitting every op over the batch (what the kernels do on their own) costs a fork and a join per
 // op, and hands each activation from one core's cache to the other between ops. For a small model
-// those dominate: LeNet-5 at batch 64 ran 20 parallel regions per step and scaled 1.45x on 2 cores.
-// Sharded, each thread runs the whole forward and backward of its shard in one parallel region;
-// the ops inside run single-threaded (libgomp keeps nested regions inactive).
+// those dominate: LeNet-5 training at batch 64 ran 20 parallel regions per step and scaled 1.42x
+// from 1 to 2 cores of the EPYC. Sharded, each thread runs the whole forward and backward of its
+// shard in one parallel region, and the ops inside run single-threaded (libgomp keeps nested
+// regions inactive): 1.65x in the same benchmark, with libgomp's waiting down from 11 to 3.6 us of
+// CPU per image.
 #pragma once
 
 #include <cstddef>
