@@ -104,13 +104,13 @@ def main():
     p.add_argument("--skip-ops", action="store_true")
     p.add_argument("--omp", choices=sorted(OMP_SETTINGS), default="default",
                    help="OpenMP waiting, the same for both frameworks (both use libgomp): "
-                        "default = xgrad's (GOMP_SPINCOUNT 4000 on a quiet machine, else 1000), "
+                        "default = xgrad's (GOMP_SPINCOUNT 40000 on a quiet machine, else 1000), "
                         "active = spin (best on a quiet machine), passive = sleep")
     a = p.parse_args()
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         ENV.pop(name, None)
     if a.omp == "default" and os.path.exists(BENCH_MODELS):
-        # setup_process() spins longer on a quiet machine (GOMP_SPINCOUNT 4000, else 1000);
+        # setup_process() spins longer on a quiet machine (GOMP_SPINCOUNT 40000, else 1000);
         # PyTorch, which uses the same libgomp, gets the same setting.
         spin = re.search(r"GOMP_SPINCOUNT=(\d+)", run([BENCH_MODELS, "--banner"]))
         if spin:

@@ -102,7 +102,7 @@ void setup_process(int /*argc*/, char** argv) {
   set_if_unset("OPENBLAS_CORETYPE", preferred_blas_core());
   set_if_unset("OPENBLAS_NUM_THREADS", "1");
   if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr)
-    set_if_unset("GOMP_SPINCOUNT", busy_cores() < 0.5 ? "4000" : "1000");  // 200 ms to decide
+    set_if_unset("GOMP_SPINCOUNT", busy_cores() < 0.5 ? "40000" : "1000");  // 200 ms to decide
   if (!changed) return;
   setenv("XGRAD_SETUP_REEXEC", "1", 1);
   execv("/proc/self/exe", argv);

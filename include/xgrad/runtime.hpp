@@ -16,9 +16,13 @@ std::string preferred_blas_core();
 ///   on CPUs it does not recognise: sgemm was 5x slower here);
 /// - OPENBLAS_NUM_THREADS = 1 (our OpenMP threads parallelise over the batch; two pools fight);
 /// - GOMP_SPINCOUNT, unless OMP_WAIT_POLICY is set: idle threads spin for a while, then sleep.
-///   4000 when the machine is quiet at start (busy_cores() < 0.5), else 1000.
+///   40000 when the machine is quiet at start (busy_cores() < 0.5), else 1000.
 ///   Measured on this 2-core machine, 2-thread LeNet training (img/s): quiet, spin 1000 / 4000 /
-///   active gave 34k / 40k / 40k at batch 64 and 22k / 34k / 34k at batch 32; with one other
+///   active gave 34k / 40k / 40k at batch 64 and 22k / 34k / 34k at batch 32 (AVX-512 Xeon,
+///   kernel threading). Sharded (parallel.hpp), a step leaves the worker idle while the calling
+///   thread sums the shards' gradients; on the AVX2 EPYC, spin 4000 / 40000 / 400000 gave medians
+///   of 23.4k / 25.6k / 25.5k img/s (6 alternating runs each), and LeNet inference 86k / 99k
+///   (spin 4000 / 40000). With one other
 ///   busy process, spin 1000 / 4000 / passive gave 18k / 12.4k / 21k at batch 64, and libgomp's
 ///   default (near-endless spinning) about 900 at load 6. Set OMP_WAIT_POLICY=ACTIVE yourself on
 ///   a dedicated machine.
