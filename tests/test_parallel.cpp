@@ -259,6 +259,37 @@ BOOST_AUTO_TEST_CASE(sharded_hooks_see_the_batch_gradient_once) {
   check_close(w.grad(), Tensor<double>{6.0, 8.0});
 }
 
+BOOST_AUTO_TEST_CASE(apply_sum_of_a_large_leaf_matches_the_serial_order) {
+  // 300,000 elements: summed by all threads (from 2^18), each element in part order, so the
+  // result equals (grad + part 0) + part 1 bit for bit.
+  Threads two(2);
+  const std::size_t n = 300000;
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  Tensor<float> a = empty_tensor<float>({n}), b = empty_tensor<float>({n}),
+                g = empty_tensor<float>({n});
+  for (std::size_t i = 0; i < n; ++i)
+    a.data()[i] = u(rng), b.data()[i] = u(rng), g.data()[i] = u(rng);
+  Variable<float> w(filled_tensor<float>({n}, 0.f), true, "w");
+  w.backward(g);  // w.grad = g
+  std::vector<LeafGradients<float>> parts(2);
+  {
+    CaptureGuard<float> guard(parts[0]);
+    w.backward(a);
+  }
+  {
+    CaptureGuard<float> guard(parts[1]);
+    w.backward(b);
+  }
+  LeafGradients<float>::apply_sum(parts);
+  bool same = true;
+  for (std::size_t i = 0; i < n; ++i)
+    same = same && w.grad().data()[i] == (g.data()[i] + a.data()[i]) + b.data()[i];
+  BOOST_TEST(same);
+  BOOST_TEST(parts[0].size() == 0u);
+  BOOST_TEST(parts[1].size() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(capture_guards_nest) {
   Variable<double> w(Tensor<double>{1.0}, true, "w");
   LeafGradients<double> outer, inner;
