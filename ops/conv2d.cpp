@@ -143,22 +143,18 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
     }
 #ifdef XGRAD_SIMD
     if constexpr (kFloat)
-      if (flat) {
+      if (direct) {  // always staged: the kernels read kDirectSlack floats past the image
         T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
         pad_image(xn, g, xp);
         std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
-        const Index ld = detail::flat_pitch(g);
-        T* s0 = scratch<T, 0>(std::size_t(detail::kFlatFront + g.k * ld)) + detail::kFlatFront;
-        detail::flat_stage(xp, g, s0, ld);
-        detail::flat_forward(s0, ld, w, b, yn, g);
-        continue;
-      }
-    if constexpr (kFloat)
-      if (direct) {  // always staged: the kernel reads kDirectSlack floats past the image
-        T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
-        pad_image(xn, g, xp);
-        std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
-        direct_forward(xp, wt.data(), b, yn, g);
+        if (flat) {
+          const Index ld = detail::flat_pitch(g);
+          T* s0 = scratch<T, 0>(std::size_t(detail::kFlatFront + g.k * ld)) + detail::kFlatFront;
+          detail::flat_stage(xp, g, s0, ld);
+          detail::flat_forward(s0, ld, w, b, yn, g);
+        } else {
+          direct_forward(xp, wt.data(), b, yn, g);
+        }
         continue;
       }
 #endif

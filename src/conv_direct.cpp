@@ -50,6 +50,21 @@ template <int NC, int JB>
   }
 }
 
+// Stores acc[o][jb] for o < NC at y + o·l + p, whole vectors, masked only where one would pass
+// the end l of its plane (lanes past a row's end land in later positions, which are stored after).
+template <int NC, int JB>
+[[gnu::always_inline]] inline void store_block(const V::Reg (&acc)[NC][JB], int jb, float* y,
+                                               Index l, Index p) {
+  if (p + W <= l) {
+#pragma GCC unroll 32
+    for (int o = 0; o < NC; ++o) V::storeu(y + Index(o) * l + p, acc[o][jb]);
+  } else {
+    const V::Mask m = V::first(int(l - p));
+#pragma GCC unroll 32
+    for (int o = 0; o < NC; ++o) V::storeu(y + Index(o) * l + p, m, acc[o][jb]);
+  }
+}
+
 // y[o0 + o, i, :] for o < NC: bias + Σ_t wt[t, o0 + o]·x_t, x_t the input shifted by tap t
 // (offset off[t] into the padded image). JB W-lane blocks of a row at once: NC·JB independent
 // accumulators hide the FMA latency and each broadcast weight serves JB blocks. The weights are
@@ -66,21 +81,13 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
       const float* base = xp + Index(i) * g.wp + j0;
       const float* wk = wt + o0;
       for (int t = 0; t < k; ++t, wk += co) fma_tap(acc, base + off[t], wk);
-      // Lanes past the row end spill into the next output rows, which are written after this
-      // one; only stores that would pass the end of the plane are masked. (Whole-vector loads and
-      // stores took LeNet's conv1 from 89 to 107 GFLOP/s with AVX-512.)
-      float* yi = y + Index(o0) * l + Index(i) * g.wo + j0;
+        // Lanes past the row end spill into the next output rows, which are written after this
+        // one; only stores that would pass the end of the plane are masked. (Whole-vector loads and
+        // stores took LeNet's conv1 from 89 to 107 GFLOP/s with AVX-512.)
 #pragma GCC unroll 4
       for (int jb = 0; jb < JB; ++jb) {
         if (j0 + W * jb >= g.wo) continue;  // no all-false-mask stores (see max_pool2d)
-        if (Index(i) * g.wo + j0 + W * (jb + 1) > l) {
-          const V::Mask m = V::first(g.wo - j0 - W * jb);
-#pragma GCC unroll 32
-          for (int o = 0; o < NC; ++o) V::storeu(yi + Index(o) * l + W * jb, m, acc[o][jb]);
-        } else {
-#pragma GCC unroll 32
-          for (int o = 0; o < NC; ++o) V::storeu(yi + Index(o) * l + W * jb, acc[o][jb]);
-        }
+        store_block(acc, jb, y + Index(o0) * l, l, Index(i) * g.wo + j0 + W * jb);
       }
     }
 }
@@ -121,14 +128,7 @@ void strip_forward_chunk(const float* xp, const float* wt, const float* b, float
 #pragma GCC unroll 32
         for (int o = 0; o < NC; ++o) acc[o][jb] = V::shift_down_from(acc[o][jb], from, by);
       }
-      if (p + W <= l) {
-#pragma GCC unroll 32
-        for (int o = 0; o < NC; ++o) V::storeu(yc + Index(o) * l + p, acc[o][jb]);
-      } else {
-        const V::Mask m = V::first(int(l - p));
-#pragma GCC unroll 32
-        for (int o = 0; o < NC; ++o) V::storeu(yc + Index(o) * l + p, m, acc[o][jb]);
-      }
+      store_block(acc, jb, yc, l, p);
     }
   }
 }
