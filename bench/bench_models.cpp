@@ -70,8 +70,7 @@ double measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a,
     return model(Variable<float>(batch_rows(x.value(), begin, end)));
   };
   const auto shard_loss = [&](std::size_t begin, std::size_t end) {
-    return cross_entropy(shard_logits(begin, end), std::vector<int>(labels.begin() + long(begin),
-                                                                    labels.begin() + long(end)));
+    return cross_entropy(shard_logits(begin, end), batch_rows(labels, begin, end));
   };
   const auto step = [&] {
     if (train) {

@@ -136,6 +136,14 @@ Tensor<T> batch_rows(const Tensor<T>& batch, std::size_t begin, std::size_t end)
   return out;
 }
 
+std::vector<int> batch_rows(const std::vector<int>& labels, std::size_t begin, std::size_t end) {
+  if (begin > end || end > labels.size())
+    throw Error("batch_rows: rows " + range_str(begin, end) + " are outside the " +
+                std::to_string(labels.size()) + " labels");
+  return std::vector<int>(labels.begin() + std::ptrdiff_t(begin),
+                          labels.begin() + std::ptrdiff_t(end));
+}
+
 #define XGRAD_INSTANTIATE_PARALLEL(T)                                                 \
   template double sharded_backward<T>(std::size_t, const ShardFn<T>&, std::size_t);   \
   template Tensor<T> sharded_forward<T>(std::size_t, const ShardFn<T>&, std::size_t); \

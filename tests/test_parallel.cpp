@@ -40,10 +40,6 @@ std::vector<int> random_labels(std::size_t n, unsigned seed) {
   return labels;
 }
 
-std::vector<int> rows_of(const std::vector<int>& labels, std::size_t begin, std::size_t end) {
-  return std::vector<int>(labels.begin() + long(begin), labels.begin() + long(end));
-}
-
 template <class T>
 std::vector<Tensor<T>> grads_of(const nn::Module<T>& model) {
   std::vector<Tensor<T>> out;
@@ -83,7 +79,7 @@ void check_sharded_matches_whole(std::size_t n, double tol) {
   const double loss = sharded_backward<T>(n, [&](std::size_t begin, std::size_t end) {
     ++shards;
     return cross_entropy(model->forward(Variable<T>(batch_rows(images, begin, end))),
-                         rows_of(labels, begin, end));
+                         batch_rows(labels, begin, end));
   });
   BOOST_TEST(shards.load() == 2);
   BOOST_TEST(loss == double(whole), boost::test_tools::tolerance(tol));
@@ -124,7 +120,7 @@ BOOST_AUTO_TEST_CASE(sharded_runs_are_bit_identical) {
     model->zero_grad();
     sharded_backward<float>(32, [&](std::size_t begin, std::size_t end) {
       return cross_entropy(model->forward(Variable<float>(batch_rows(images, begin, end))),
-                           rows_of(labels, begin, end));
+                           batch_rows(labels, begin, end));
     });
     return grads_of(*model);
   };
@@ -211,6 +207,9 @@ BOOST_AUTO_TEST_CASE(batch_rows_copies_a_range) {
   BOOST_TEST(batch_rows(t, 2, 2).shape()[0] == 0u);
   BOOST_TEST(throws_with([&] { batch_rows(t, 2, 4); }, {"[2, 4)", "[3,2]"}));
   BOOST_TEST(throws_with([&] { batch_rows(t, 2, 1); }, {"[2, 1)"}));
+  const std::vector<int> labels = {7, 8, 9};
+  BOOST_TEST((batch_rows(labels, 1, 3) == std::vector<int>{8, 9}));
+  BOOST_TEST(throws_with([&] { batch_rows(labels, 1, 4); }, {"[1, 4)", "3 labels"}));
 }
 
 BOOST_AUTO_TEST_CASE(captured_leaf_gradients_wait_for_apply) {

@@ -40,13 +40,6 @@ inline std::size_t count_correct(const Tensor<float>& logits, const std::vector<
   return correct;
 }
 
-/// Labels [begin, end) of a batch.
-inline std::vector<int> label_rows(const std::vector<int>& labels, std::size_t begin,
-                                   std::size_t end) {
-  return std::vector<int>(labels.begin() + static_cast<long>(begin),
-                          labels.begin() + static_cast<long>(end));
-}
-
 /// One SGD-style step on a batch: forward in training mode, mean cross-entropy, backward, update.
 /// Returns the batch loss and adds the number of correct predictions to `correct`.
 /// When the model is shardable() (no batch norm or dropout in training), the batch is split over
@@ -60,7 +53,7 @@ inline double train_step(nn::Module<float>& model, optim::Optimizer<float>& opt,
   if (model.shardable()) {
     std::atomic<std::size_t> right{0};
     loss = sharded_backward<float>(batch.size(), [&](std::size_t begin, std::size_t end) {
-      const std::vector<int> labels = label_rows(batch.labels, begin, end);
+      const std::vector<int> labels = batch_rows(batch.labels, begin, end);
       const Variable<float> logits =
           model.forward(Variable<float>(batch_rows(batch.images, begin, end)));
       right += count_correct(logits.value(), labels);

@@ -64,4 +64,7 @@ Tensor<T> sharded_forward(std::size_t n, const ShardFn<T>& shard_forward,
 template <class T>
 Tensor<T> batch_rows(const Tensor<T>& batch, std::size_t begin, std::size_t end);
 
+/// Entries [begin, end) of a batch's labels, with the same range check.
+std::vector<int> batch_rows(const std::vector<int>& labels, std::size_t begin, std::size_t end);
+
 }  // namespace xgrad
