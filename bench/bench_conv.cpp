@@ -4,7 +4,9 @@
 //              [--cpu-time 1]
 // --cpu-time 1 times with process CPU time divided by the thread count instead of wall time: on
 // a loaded machine it approximates the figure the code would reach alone (but hides idle waits).
-// Each figure is the median of N timed runs; a run repeats the call for at least min-time.
+// Each figure is the median of N timed runs; a run repeats the call for at least min-time. A pass's
+// "% sgemm" is the median of its runs' shares of the sgemm ceiling, each against a ceiling run
+// made just before it, so that the machine's drift does not enter the share.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,34 +44,117 @@ double now() {
   return (double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec)) / g_threads;
 }
 
-// Median seconds per call of f over `repeats` runs of at least `min_time` seconds each.
+// Calls of f that take at least min_time together (after one warm-up call).
 template <class F>
-double median_seconds(F&& f, int repeats, double min_time) {
+int calibrate(F&& f, double min_time) {
   f();  // warm caches, thread pools and scratch buffers
   int iters = 1;
   for (;;) {
     const double t0 = now();
     for (int i = 0; i < iters; ++i) f();
     const double s = now() - t0;
-    if (s >= min_time || iters >= (1 << 20)) break;
+    if (s >= min_time || iters >= (1 << 20)) return iters;
     iters = s <= 0 ? iters * 16 : std::max(iters * 2, int(iters * 1.2 * min_time / s));
   }
-  std::vector<double> runs;
-  for (int r = 0; r < repeats; ++r) {
-    const double t0 = now();
-    for (int i = 0; i < iters; ++i) f();
-    runs.push_back((now() - t0) / iters);
-  }
-  std::sort(runs.begin(), runs.end());
-  g_last_best = runs.front();
-  return runs[runs.size() / 2];
 }
 
-std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng) {
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
+// Seconds per call over one timed run of `iters` calls.
+template <class F>
+double time_run(F&& f, int iters) {
+  const double t0 = now();
+  for (int i = 0; i < iters; ++i) f();
+  return (now() - t0) / iters;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median seconds per call of f over `repeats` runs of at least `min_time` seconds each.
+template <class F>
+double median_seconds(F&& f, int repeats, double min_time) {
+  const int iters = calibrate(f, min_time);
+  std::vector<double> runs;
+  for (int r = 0; r < repeats; ++r) runs.push_back(time_run(f, iters));
+  g_last_best = *std::min_element(runs.begin(), runs.end());
+  return median(runs);
+}
+
+// `threads` independent m×n×k sgemms, one per thread, each repeated `calls` times (beta = 1):
+// the aggregate GFLOP/s is the ceiling for per-thread GEMMs of that shape.
+class SgemmLoad {
+ public:
+  SgemmLoad(int threads, int m, int n, int k, int calls)
+      : threads_(threads),
+        m_(m),
+        n_(n),
+        k_(k),
+        calls_(calls),
+        a_(threads),
+        b_(threads),
+        c_(threads) {
+    std::mt19937_64 rng(1);
+    for (int t = 0; t < threads; ++t) {
+      a_[t] = random_vector(std::size_t(m) * k, rng);
+      b_[t] = random_vector(std::size_t(k) * n, rng);
+      c_[t] = std::vector<float>(std::size_t(m) * n, 0.0f);
+    }
+  }
+  void operator()() {
+#pragma omp parallel num_threads(threads_)
+    {
+      const int t = omp_get_thread_num();
+      for (int i = 0; i < calls_; ++i)
+        blas::gemm(false, false, m_, n_, k_, 1.0f, a_[t].data(), k_, b_[t].data(), n_, 1.0f,
+                   c_[t].data(), n_);
+    }
+  }
+  double flops() const {
+    return 2.0 * m_ * n_ * k_ * calls_ * threads_;
+  }
+
+ private:
+  static std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng) {
+    std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+    std::vector<float> v(n);
+    for (float& x : v) x = d(rng);
+    return v;
+  }
+  int threads_, m_, n_, k_, calls_;
+  std::vector<std::vector<float>> a_, b_, c_;
+};
+
+double sgemm_gflops(int threads, int m, int n, int k, int calls, int repeats, double min_time) {
+  SgemmLoad load(threads, m, n, k, calls);
+  return load.flops() / median_seconds(load, repeats, min_time) * 1e-9;
+}
+
+// A pass timed against the sgemm ceiling: each of the `repeats` runs of the pass follows a run of
+// the ceiling, and the pass's share of the ceiling is the median of the per-run shares. On a VM
+// whose speed drifts by up to 2x within minutes, a ceiling measured once at the start would make
+// the share depend on when each pass happened to run.
+struct PairedTiming {
+  double seconds = 1;  ///< median seconds per call of the pass
+  double best = 1;     ///< fastest run's seconds per call
+  double share = 0;    ///< median over runs of (pass GFLOP/s) / (ceiling GFLOP/s of the run before)
+};
+
+template <class F>
+PairedTiming time_against_ceiling(F&& pass, double pass_flops, SgemmLoad& ceiling,
+                                  int ceiling_iters, int repeats, double min_time) {
+  const int iters = calibrate(pass, min_time);
+  std::vector<double> runs, shares;
+  for (int r = 0; r < repeats; ++r) {
+    const double ceiling_seconds = time_run(ceiling, ceiling_iters);
+    runs.push_back(time_run(pass, iters));
+    shares.push_back((pass_flops / runs.back()) / (ceiling.flops() / ceiling_seconds));
+  }
+  PairedTiming t;
+  t.seconds = median(runs);
+  t.best = *std::min_element(runs.begin(), runs.end());
+  t.share = median(shares);
+  return t;
 }
 
 Tensor<float> random_tensor(const Shape& shape, std::mt19937_64& rng) {
@@ -77,30 +162,6 @@ Tensor<float> random_tensor(const Shape& shape, std::mt19937_64& rng) {
   std::uniform_real_distribution<float> d(-1.0f, 1.0f);
   for (float& x : t) x = d(rng);
   return t;
-}
-
-// `threads` independent m×n×k sgemms, one per thread, each repeated `calls` times (beta = 1):
-// the aggregate GFLOP/s is the ceiling for per-thread GEMMs of that shape.
-double sgemm_gflops(int threads, int m, int n, int k, int calls, int repeats, double min_time) {
-  std::mt19937_64 rng(1);
-  std::vector<std::vector<float>> a(threads), b(threads), c(threads);
-  for (int t = 0; t < threads; ++t) {
-    a[t] = random_vector(std::size_t(m) * k, rng);
-    b[t] = random_vector(std::size_t(k) * n, rng);
-    c[t] = std::vector<float>(std::size_t(m) * n, 0.0f);
-  }
-  const double s = median_seconds(
-      [&] {
-#pragma omp parallel num_threads(threads)
-        {
-          const int t = omp_get_thread_num();
-          for (int i = 0; i < calls; ++i)
-            blas::gemm(false, false, m, n, k, 1.0f, a[t].data(), k, b[t].data(), n, 1.0f,
-                       c[t].data(), n);
-        }
-      },
-      repeats, min_time);
-  return 2.0 * m * n * k * calls * threads / s * 1e-9;
 }
 
 }  // namespace
@@ -134,8 +195,12 @@ int main(int argc, char** argv) {
     if (only_threads > 0 && threads != only_threads) continue;
     set_num_threads(threads);
     g_threads = threads;
+    // The ceiling: one 1024^3 sgemm per thread. Its median is printed; each pass's share of it is
+    // taken against the ceiling run just before each of the pass's runs (time_against_ceiling).
+    SgemmLoad ceiling(threads, 1024, 1024, 1024, 1);
+    const int ceiling_iters = only_pass >= 0 ? 0 : calibrate(ceiling, min_time);
     const double peak =
-        only_pass >= 0 ? 1 : sgemm_gflops(threads, 1024, 1024, 1024, 1, repeats, min_time);
+        only_pass >= 0 ? 1 : ceiling.flops() / median_seconds(ceiling, repeats, min_time) * 1e-9;
     std::printf("\n-- %d thread%s: sgemm 1024^3 ceiling %.1f GFLOP/s (%d independent)\n", threads,
                 threads > 1 ? "s" : "", peak, threads);
     std::printf("%-16s %-12s %9s %10s %14s %12s %9s\n", "layer", "pass", "GFLOP/s", "% sgemm",
@@ -162,41 +227,42 @@ int main(int argc, char** argv) {
       const Tensor<float> gy = random_tensor(
           {std::size_t(L.n), std::size_t(L.co), std::size_t(ho), std::size_t(wo)}, rng);
 
-      double seconds[3] = {1, 1, 1}, best[3] = {1, 1, 1};
+      PairedTiming timing[3];
+      const auto measure = [&](int pass, auto&& f) {
+        if (only_pass >= 0 && only_pass != pass) return;
+        if (only_pass >= 0) {  // profiling: the pass alone
+          timing[pass].seconds = median_seconds(f, repeats, min_time);
+          timing[pass].best = g_last_best;
+        } else {
+          timing[pass] = time_against_ceiling(f, flops, ceiling, ceiling_iters, repeats, min_time);
+        }
+      };
       {
         Variable<float> x(xv), w(wv), b(bv);
         NoGradGuard no_grad;
-        if (only_pass < 0 || only_pass == 0) {
-          seconds[0] = median_seconds([&] { conv2d(x, w, b, p); }, repeats, min_time);
-          best[0] = g_last_best;
-        }
+        measure(0, [&] { conv2d(x, w, b, p); });
       }
       {  // backward-data: only x needs a gradient
         Variable<float> x(xv, true), w(wv), b(bv);
         const Variable<float> y = conv2d(x, w, b, p);
-        if (only_pass < 0 || only_pass == 1) {
-          seconds[1] = median_seconds([&] { y.grad_fn()->backward(gy); }, repeats, min_time);
-          best[1] = g_last_best;
-        }
+        measure(1, [&] { y.grad_fn()->backward(gy); });
       }
       {  // backward-weights: dW and db, the input needs none
         Variable<float> x(xv), w(wv, true), b(bv, true);
         const Variable<float> y = conv2d(x, w, b, p);
-        if (only_pass < 0 || only_pass == 2) {
-          seconds[2] = median_seconds([&] { y.grad_fn()->backward(gy); }, repeats, min_time);
-          best[2] = g_last_best;
-        }
+        measure(2, [&] { y.grad_fn()->backward(gy); });
       }
       const char* passes[] = {"fwd", "bwd_data", "bwd_weights"};
       for (int i = 0; i < 3; ++i) {
-        const double gf = flops / seconds[i] * 1e-9, gf_best = flops / best[i] * 1e-9;
-        std::printf("%-16s %-12s %9.1f %9.1f%% %14.1f %11.1f%% %9.1f\n", L.name, passes[i], gf,
-                    100 * gf / peak, layer_gemm, 100 * gf / layer_gemm, gf_best);
+        const double gf = flops / timing[i].seconds * 1e-9;
+        const double gf_best = flops / timing[i].best * 1e-9;
+        const double pct = 100 * timing[i].share;
+        std::printf("%-16s %-12s %9.1f %9.1f%% %14.1f %11.1f%% %9.1f\n", L.name, passes[i], gf, pct,
+                    layer_gemm, 100 * gf / layer_gemm, gf_best);
         std::snprintf(buf, sizeof buf,
                       "bench conv_%s_%s_%dt gflops=%.1f pct_of_sgemm=%.1f pct_of_layer_gemm=%.1f "
                       "best_gflops=%.1f",
-                      L.name, passes[i], threads, gf, 100 * gf / peak, 100 * gf / layer_gemm,
-                      gf_best);
+                      L.name, passes[i], threads, gf, pct, 100 * gf / layer_gemm, gf_best);
         lines.push_back(buf);
       }
     }
