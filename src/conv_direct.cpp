@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <numeric>
 #include <utility>
+#include <vector>
 
 #include "conv_kernels.hpp"
 
@@ -92,43 +93,73 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
     }
 }
 
+// Where the strip kernel (below) stores its vector v, which holds flat positions v·W ... v·W + W -
+// 1 of the padded rows: lane 0's place p in y, or p < 0 when the vector holds no output. When the
+// vector holds a row's end, `perm` moves its lanes of the next row down to follow the row's last
+// output in y (by wp - wo = kw - 1 < W), or to lane 0 when the vector starts past wo.
+struct StripSlot {
+  V::Perm perm;
+  Index p;
+  bool permuted;
+};
+
+// The slots of g's strips, built once per thread and geometry: working them out per vector in the
+// kernel (row, column, clamps and the permutation) took 20% of the convnet conv1 forward.
+const StripSlot* strip_slots(const ConvGeom& g) {
+  struct Cache {
+    int wp = -1, wo = -1, ho = -1;
+    std::vector<StripSlot> slots;
+  };
+  thread_local Cache cache;
+  if (cache.wp != g.wp || cache.wo != g.wo || cache.ho != g.ho) {
+    const Index end = Index(g.ho) * g.wp, block = W * kStripBlocks;
+    const Index vectors = (end + block - 1) / block * kStripBlocks;
+    cache.slots.assign(std::size_t(vectors), StripSlot{});
+    Index i = 0;  // vector v starts at v·W = i·wp + j
+    int j = 0;
+    for (StripSlot& s : cache.slots) {
+      const Index p = i * g.wo + std::min(j, g.wo);  // past wo: the next row's start
+      s.p = i < g.ho && p < g.l ? p : -1;
+      s.permuted = s.p >= 0 && j + W > g.wp;
+      if (s.permuted) s.perm = V::shift_down_perm(std::max(g.wo - j, 0), g.wp - std::max(j, g.wo));
+      j += W;
+      if (j >= g.wp) j -= g.wp, ++i;
+    }
+    cache.wp = g.wp, cache.wo = g.wo, cache.ho = g.ho;
+  }
+  return cache.slots.data();
+}
+
 // The strip variant, for rows a little short of whole blocks (the convnet's conv1 on AVX2: rows of
 // 26 in 4 vectors of 8, 81% of the lanes used). Positions run flat over the padded input's rows,
 // q = i·wp + j, so a block also covers each row's kw - 1 columns past wo (26 of 28 used: 93%)
 // instead of rounding every row up to whole blocks. The vector holding a row's end is compacted
-// before its store: its lanes of the next row move down to follow the row's last output directly
-// in y (by wp - wo = kw - 1 < W), or to lane 0 when the vector starts past wo. The other junk lanes
-// spill into positions stored later, as in the row kernel; only stores past the plane are masked.
-// Requires wp >= W (a vector crosses at most one row end).
+// before its store (StripSlot). The other junk lanes spill into positions stored later, as in the
+// row kernel; only stores past the plane are masked. Requires wp >= W (a vector crosses at most
+// one row end).
 template <int NC, int JB>
 void strip_forward_chunk(const float* xp, const float* wt, const float* b, float* y,
                          const ConvGeom& g, int o0, const Index* off) {
-  const int k = g.k, wp = g.wp, wo = g.wo;
+  static_assert(JB == kStripBlocks, "strip_slots() lays out blocks of kStripBlocks vectors");
+  const int k = g.k;
   const Index co = g.co, l = g.l;
-  const Index end = Index(g.ho) * wp;
+  const Index end = Index(g.ho) * g.wp;
   float* yc = y + Index(o0) * l;
-  Index i0 = 0;  // q0 = i0·wp + j0, kept without a division (64-bit idiv costs tens of cycles)
-  int j0 = 0;
-  for (Index q0 = 0; q0 < end; q0 += W * JB) {
+  const StripSlot* slot = strip_slots(g);
+  for (Index q0 = 0; q0 < end; q0 += W * JB, slot += JB) {
     V::Reg acc[NC][JB];
     set_bias(acc, b != nullptr ? b + o0 : nullptr);
     const float* wk = wt + o0;
     for (int t = 0; t < k; ++t, wk += co) fma_tap(acc, xp + q0 + off[t], wk);
 #pragma GCC unroll 4
     for (int jb = 0; jb < JB; ++jb) {
-      const Index i = i0;  // vector jb starts at q0 + W·jb = i·wp + j
-      const int j = j0;
-      j0 += W;
-      if (j0 >= wp) j0 -= wp, ++i0;
-      // Lane 0's place in y; a vector starting past wo (in the junk) starts at the next row.
-      const Index p = i * wo + std::min(j, wo);
-      if (i >= g.ho || p >= l) continue;
-      if (j + W > wp) {  // lanes from wp - j on are the next row's: move them down to follow
-        const int from = std::max(wo - j, 0), by = wp - std::max(j, wo);
+      const StripSlot& s = slot[jb];
+      if (s.p < 0) continue;
+      if (s.permuted) {
 #pragma GCC unroll 32
-        for (int o = 0; o < NC; ++o) acc[o][jb] = V::shift_down_from(acc[o][jb], from, by);
+        for (int o = 0; o < NC; ++o) acc[o][jb] = V::permute(acc[o][jb], s.perm);
       }
-      store_block(acc, jb, yc, l, p);
+      store_block(acc, jb, yc, l, s.p);
     }
   }
 }
