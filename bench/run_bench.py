@@ -87,6 +87,26 @@ def side_by_side(model, mode, threads, batch, seconds, repeats, have_torch):
     return statistics.median(ours), (statistics.median(theirs) if theirs else None)
 
 
+def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
+    """1 and 2 threads side by side: each repeat runs xgrad on 1 then 2 threads, then PyTorch on 2
+    then 1, so that each pair compared (1t with 2t, xgrad with PyTorch at 2t) runs back to back.
+    The 1->2 thread speed-up is the median of the repeats' own ratios: on a VM whose speed drifts
+    within minutes, a ratio of medians taken minutes apart would measure the drift."""
+    ours = {1: [], 2: []}
+    theirs = {1: [], 2: []}
+    for _ in range(repeats):
+        for threads in (1, 2):
+            ours[threads].append(img_per_s(run(xgrad_cmd(model, mode, threads, batch, seconds))))
+        if have_torch:
+            for threads in (2, 1):
+                theirs[threads].append(img_per_s(run(torch_cmd(model, mode, threads, batch, seconds))))
+    speedup = lambda v: statistics.median(two / one for one, two in zip(v[1], v[2]))
+    speedups[f"{model}_{mode}"] = (speedup(ours), speedup(theirs) if have_torch else None)
+    return {f"{model}_{mode}_{t}t": (statistics.median(ours[t]),
+                                     statistics.median(theirs[t]) if have_torch else None)
+            for t in (1, 2)}
+
+
 def line(name, ours, theirs, unit=""):
     if theirs:
         print(f"bench {name} xgrad={ours:.1f}{unit} torch={theirs:.1f}{unit} ratio={ours / theirs:.2f}")
@@ -142,21 +162,20 @@ def main():
 
     print("\n== Models, batch 64 (img/s) ==")
     print(f"{'figure':<22}{'xgrad':>10}{'torch':>10}{'ratio':>8}")
-    results = {}
+    results, speedups = {}, {}
     for model in ("lenet", "convnet"):
-        for threads in (1, 2):
-            for mode in ("train", "infer"):
-                ours, theirs = side_by_side(model, mode, threads, 64, a.seconds, a.repeats, have_torch)
+        for mode in ("train", "infer"):
+            results.update(thread_pairs(model, mode, 64, a.seconds, a.repeats, have_torch, speedups))
+            for threads in (1, 2):
                 name = f"{model}_{mode}_{threads}t"
-                results[name] = (ours, theirs)
+                ours, theirs = results[name]
                 ratio = f"{ours / theirs:8.2f}" if theirs else "       -"
                 print(f"{name:<22}{ours:>10.0f}{(theirs or 0):>10.0f}{ratio}")
     for name, (ours, theirs) in results.items():
         line(name, ours, theirs)
-    for model in ("lenet", "convnet"):
-        for mode in ("train", "infer"):
-            one, two = results[f"{model}_{mode}_1t"][0], results[f"{model}_{mode}_2t"][0]
-            print(f"bench {model}_{mode}_thread_speedup xgrad={two / one:.2f}")
+    for name, (ours, theirs) in speedups.items():
+        torch_part = f" torch={theirs:.2f}" if theirs else ""
+        print(f"bench {name}_thread_speedup xgrad={ours:.2f}{torch_part}")
 
     if not a.skip_scaling:
         print("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
