@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch side of the benchmark: the same models, batch, threads and optimiser as bench_models.
 
-Prints one line per repeat: `torch <model> <mode> threads=<t> batch=<b> img_per_s=<x>`.
+Prints one line per repeat: `torch <model> <mode> threads=<t> batch=<b> img_per_s=<x>
+step_us_p10=<p> step_us_p50=<q>`, the last two percentiles of the steps' wall times in microseconds.
 Run with OPENBLAS_CORETYPE chosen for the CPU and OPENBLAS_NUM_THREADS=1 (run_bench.py does).
 """
 import argparse
@@ -51,13 +52,18 @@ def measure(model, mode, batch, seconds, warmup):
         model.eval()
     for _ in range(warmup):
         step()
-    n, start = 0, time.perf_counter()
+    steps, start = [], time.perf_counter()
+    last = start
     while True:
         step()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and n >= 3:
-            return n * batch / elapsed
+        now = time.perf_counter()
+        steps.append((now - last) * 1e6)
+        last = now
+        elapsed = now - start
+        if elapsed >= seconds and len(steps) >= 3:
+            steps.sort()
+            pick = lambda p: steps[int(p * (len(steps) - 1))]
+            return len(steps) * batch / elapsed, pick(0.1), pick(0.5)
 
 
 def main():
@@ -74,9 +80,9 @@ def main():
     torch.set_flush_denormal(True)  # as xgrad's setup_process() does
     model = MODELS[a.model]()
     for _ in range(a.repeats):
-        ips = measure(model, a.mode, a.batch, a.seconds, a.warmup)
-        print(f"torch {a.model} {a.mode} threads={a.threads} batch={a.batch} img_per_s={ips:.1f}",
-              flush=True)
+        ips, p10, p50 = measure(model, a.mode, a.batch, a.seconds, a.warmup)
+        print(f"torch {a.model} {a.mode} threads={a.threads} batch={a.batch} img_per_s={ips:.1f} "
+              f"step_us_p10={p10:.1f} step_us_p50={p50:.1f}", flush=True)
 
 
 if __name__ == "__main__":
