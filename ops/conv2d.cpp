@@ -128,7 +128,13 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
     }
   }
   const T* wk = wb.empty() ? w : wb.data();
-#pragma omp parallel for schedule(static)
+  // Images are independent, so a thread that finishes early takes the next one: the output does
+  // not depend on which thread computes an image, and a slower core (this VM's vCPUs each run
+  // through phases about 1.5x slower) no longer holds the other back. With 2 threads the forwards
+  // went from a median of 71% to 86% of the sgemm ceiling for LeNet conv2, 57% to 62% for convnet
+  // conv1 and 76% to 81% for convnet conv2 (5 alternating runs; LeNet conv1 unchanged at 61%).
+  // The backward keeps a static split: its per-thread dW sums must not depend on timing.
+#pragma omp parallel for schedule(dynamic)
   for (int n = 0; n < g.n; ++n) {
     const T* xn = x + n * x_image;
     T* yn = y + n * y_image;
