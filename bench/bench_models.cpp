@@ -66,9 +66,9 @@ Args parse(int argc, char** argv) {
 struct Measured {
   double img_per_s = 0;
   // Percentiles of the steps' wall times. On this project's VM each vCPU runs through phases about
-  // 1.5x slower, hundreds of steps long; a 2-thread step waits for the slower of its two threads,
-  // so it is slow more often than a 1-thread one. The 10th percentile shows the speed with both
-  // fast (see the README's performance section).
+  // 1.5x slower, from one step to whole seconds long; a 2-thread step waits for the slower of its
+  // two threads, so it is slow more often than a 1-thread one. The 10th percentile shows the speed
+  // with both fast (see the README's performance section).
   double step_us_p10 = 0, step_us_p50 = 0;
 };
 
