@@ -304,6 +304,41 @@ BOOST_AUTO_TEST_CASE(one_and_two_threads_agree) {
     BOOST_TEST(max_rel_diff(results[1][i], results[0][i]) < 1e-5, what[i]);
 }
 
+// The forward hands images to threads dynamically (ops/conv2d.cpp), which is sound only because an
+// image's output is computed the same way by whichever thread takes it: the same bits on 1 thread,
+// and on 2 threads run after run, for each forward path (direct rows, strips, channels as lanes,
+// im2col + GEMM, pointwise).
+BOOST_AUTO_TEST_CASE(forward_is_the_same_bits_on_any_thread_count) {
+  const int saved = num_threads();
+  struct Case {
+    Shape x, w;
+    int pad;
+  };
+  const Case cases[] = {{{9, 1, 28, 28}, {6, 1, 5, 5}, 2},   // LeNet conv1: direct rows
+                        {{9, 1, 28, 28}, {32, 1, 3, 3}, 0},  // convnet conv1: strips (AVX2)
+                        {{9, 6, 14, 14}, {16, 6, 5, 5}, 0},  // LeNet conv2: channels as lanes
+                        {{9, 8, 12, 12}, {16, 8, 3, 3}, 1},  // im2col + GEMM
+                        {{9, 4, 6, 6}, {8, 4, 1, 1}, 0}};    // pointwise
+  std::mt19937_64 rng(21);
+  for (const Case& c : cases) {
+    const Variable<float> x(random_tensor<float>(c.x, rng)), w(random_tensor<float>(c.w, rng));
+    const Variable<float> b(random_tensor<float>({c.w[0]}, rng));
+    Conv2DParams p;
+    p.padding = {c.pad, c.pad};
+    NoGradGuard no_grad;
+    set_num_threads(1);
+    const Tensor<float> one = conv2d(x, w, b, p).value();
+    set_num_threads(2);
+    for (int run = 0; run < 3; ++run) {
+      const Tensor<float> two = conv2d(x, w, b, p).value();
+      BOOST_TEST_REQUIRE(two.size() == one.size());
+      BOOST_TEST(std::equal(one.begin(), one.end(), two.begin()),
+                 "x " << shape_str(c.x) << " w " << shape_str(c.w) << ", 2-thread run " << run);
+    }
+  }
+  set_num_threads(saved);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
