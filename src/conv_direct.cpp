@@ -82,11 +82,11 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
       const float* base = xp + Index(i) * g.wp + j0;
       const float* wk = wt + o0;
       for (int t = 0; t < k; ++t, wk += co) fma_tap(acc, base + off[t], wk);
-        // Lanes past the row end spill into the next output rows, which are written after this
-        // one; only stores that would pass the end of the plane are masked. (Whole-vector loads and
-        // stores took LeNet's conv1 from 89 to 107 GFLOP/s with AVX-512.)
 #pragma GCC unroll 4
       for (int jb = 0; jb < JB; ++jb) {
+        // Lanes past the row end spill into the next output rows, which are written after this
+        // one; only stores that would pass the end of the plane are masked. (Whole-vector loads
+        // and stores took LeNet's conv1 from 89 to 107 GFLOP/s with AVX-512.)
         if (j0 + W * jb >= g.wo) continue;  // no all-false-mask stores (see max_pool2d)
         store_block(acc, jb, y + Index(o0) * l, l, Index(i) * g.wo + j0 + W * jb);
       }

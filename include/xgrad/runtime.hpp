@@ -22,10 +22,9 @@ std::string preferred_blas_core();
 ///   kernel threading). Sharded (parallel.hpp), a step leaves the worker idle while the calling
 ///   thread sums the shards' gradients; on the AVX2 EPYC, spin 4000 / 40000 / 400000 gave medians
 ///   of 23.4k / 25.6k / 25.5k img/s (6 alternating runs each), and LeNet inference 86k / 99k
-///   (spin 4000 / 40000). With one other
-///   busy process, spin 1000 / 4000 / passive gave 18k / 12.4k / 21k at batch 64, and libgomp's
-///   default (near-endless spinning) about 900 at load 6. Set OMP_WAIT_POLICY=ACTIVE yourself on
-///   a dedicated machine.
+///   (spin 4000 / 40000). With one other busy process, spin 1000 / 4000 / passive gave 18k /
+///   12.4k / 21k at batch 64, and libgomp's default (near-endless spinning) about 900 at load 6.
+///   Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine.
 /// It also tells malloc to keep large freed blocks, so each training step's tensors reuse memory
 /// instead of page-faulting it in anew, and calls enable_flush_to_zero(). If the re-exec fails
 /// the program runs on as it is.
