@@ -71,14 +71,19 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Median seconds per call of f over `repeats` runs of at least `min_time` seconds each.
+// Median seconds per call of f over `repeats` runs of `iters` calls each.
 template <class F>
-double median_seconds(F&& f, int repeats, double min_time) {
-  const int iters = calibrate(f, min_time);
+double median_seconds_at(F&& f, int iters, int repeats) {
   std::vector<double> runs;
   for (int r = 0; r < repeats; ++r) runs.push_back(time_run(f, iters));
   g_last_best = *std::min_element(runs.begin(), runs.end());
   return median(runs);
+}
+
+// The same over runs of at least `min_time` seconds each.
+template <class F>
+double median_seconds(F&& f, int repeats, double min_time) {
+  return median_seconds_at(f, calibrate(f, min_time), repeats);
 }
 
 // `threads` independent m×n×k sgemms, one per thread, each repeated `calls` times (beta = 1):
@@ -200,7 +205,9 @@ int main(int argc, char** argv) {
     SgemmLoad ceiling(threads, 1024, 1024, 1024, 1);
     const int ceiling_iters = only_pass >= 0 ? 0 : calibrate(ceiling, min_time);
     const double peak =
-        only_pass >= 0 ? 1 : ceiling.flops() / median_seconds(ceiling, repeats, min_time) * 1e-9;
+        only_pass >= 0
+            ? 1
+            : ceiling.flops() / median_seconds_at(ceiling, ceiling_iters, repeats) * 1e-9;
     std::printf("\n-- %d thread%s: sgemm 1024^3 ceiling %.1f GFLOP/s (%d independent)\n", threads,
                 threads > 1 ? "s" : "", peak, threads);
     std::printf("%-16s %-12s %9s %10s %14s %12s %9s\n", "layer", "pass", "GFLOP/s", "% sgemm",
