@@ -13,9 +13,11 @@
 #include <xgrad/xgrad.hpp>
 
 #include "reference/conv_reference.hpp"
+#include "test_util.hpp"
 
 using namespace xgrad;
 namespace ref = xgrad::reference;
+using xgrad::testing::Threads;
 
 namespace {
 
@@ -280,7 +282,7 @@ BOOST_AUTO_TEST_CASE(no_grad_guard_records_nothing) {
 // ---------------------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(one_and_two_threads_agree) {
-  const int saved = num_threads();
+  Threads restore(num_threads());
   std::mt19937_64 rng(9);
   const Tensor<float> x0 = random_tensor<float>({6, 4, 12, 11}, rng);
   const Tensor<float> w0 = random_tensor<float>({8, 2, 3, 3}, rng);
@@ -298,7 +300,6 @@ BOOST_AUTO_TEST_CASE(one_and_two_threads_agree) {
     y.backward(dz);
     results[threads - 1] = {y.value(), x.grad(), w.grad(), b.grad()};
   }
-  set_num_threads(saved);
   const char* what[] = {"y", "dx", "dw", "db"};
   for (int i = 0; i < 4; ++i)
     BOOST_TEST(max_rel_diff(results[1][i], results[0][i]) < 1e-5, what[i]);
@@ -309,7 +310,7 @@ BOOST_AUTO_TEST_CASE(one_and_two_threads_agree) {
 // and on 2 threads run after run, for each forward path (direct rows, strips, channels as lanes,
 // im2col + GEMM, pointwise).
 BOOST_AUTO_TEST_CASE(forward_is_the_same_bits_on_any_thread_count) {
-  const int saved = num_threads();
+  Threads restore(num_threads());
   struct Case {
     Shape x, w;
     int pad;
@@ -336,7 +337,6 @@ BOOST_AUTO_TEST_CASE(forward_is_the_same_bits_on_any_thread_count) {
                  "x " << shape_str(c.x) << " w " << shape_str(c.w) << ", 2-thread run " << run);
     }
   }
-  set_num_threads(saved);
 }
 
 // ---------------------------------------------------------------------------------------------

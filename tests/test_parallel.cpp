@@ -14,15 +14,10 @@
 
 using namespace xgrad;
 using xgrad::testing::check_close;
+using xgrad::testing::Threads;
 using xgrad::testing::throws_with;
 
 namespace {
-
-struct Threads {  // n threads for one test, the previous count restored after it
-  int previous = num_threads();
-  explicit Threads(int n) { set_num_threads(n); }
-  ~Threads() { set_num_threads(previous); }
-};
 
 template <class T>
 Tensor<T> random_images(std::size_t n, unsigned seed) {

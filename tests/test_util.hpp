@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <xgrad/runtime.hpp>
 #include <xgrad/tensor.hpp>
 
 namespace xgrad::testing {
@@ -82,5 +83,15 @@ inline double max_abs_diff(const Tensor<double>& a, const Tensor<double>& b) {
   for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a.data()[i] - b.data()[i]));
   return m;
 }
+
+/// n OpenMP threads for one test (set_num_threads); the previous count is restored on leaving,
+/// also when a check throws.
+struct Threads {
+  int previous = num_threads();
+  explicit Threads(int n) { set_num_threads(n); }
+  ~Threads() { set_num_threads(previous); }
+  Threads(const Threads&) = delete;
+  Threads& operator=(const Threads&) = delete;
+};
 
 }  // namespace xgrad::testing
