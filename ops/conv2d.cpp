@@ -22,6 +22,7 @@
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
+#include "xgrad/runtime.hpp"
 
 namespace xgrad {
 
@@ -50,14 +51,6 @@ constexpr std::size_t kColBudgetBytes = 1024 * 1024;
 // The largest C (in entries) for which OpenBLAS 0.3.21 (SkylakeX) runs a transposed-B product
 // in its small-matrix kernel.
 constexpr int kSmallGemmC = 1200;
-
-int omp_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 int omp_thread() {
 #ifdef _OPENMP
@@ -205,7 +198,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
   const int ld = band_pitch<T>(g);
   const std::size_t band_elems = std::size_t(g.k) * std::size_t(ld);
   const std::size_t padded_elems = std::size_t(g.c) * std::size_t(g.hp) * std::size_t(g.wp);
-  const int threads = std::max(1, std::min(omp_threads(), g.n));
+  const int threads = std::max(1, std::min(num_threads(), g.n));
   // Per-thread dW and db accumulators, summed at the end (no atomics, no false sharing of rows).
   const Index acc_size = (dw != nullptr ? w_size : 0) + (db != nullptr ? g.co : 0);
   std::vector<T> acc(std::size_t(acc_size) * std::size_t(threads), T(0));

@@ -2,14 +2,11 @@
 #include <algorithm>
 #include <cstdint>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "xgrad/blas.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
+#include "xgrad/runtime.hpp"
 
 namespace xgrad {
 
@@ -27,9 +24,7 @@ void gemm_parallel(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, i
   const bool by_columns = m < n;
   const int side = by_columns ? n : m;
   int parts = 1;
-#ifdef _OPENMP
-  if (work >= double(1 << 18)) parts = std::min(omp_get_max_threads(), std::max(1, side / 8));
-#endif
+  if (work >= double(1 << 18)) parts = std::min(num_threads(), std::max(1, side / 8));
   if (parts <= 1) {
     blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;

@@ -125,6 +125,9 @@ void set_num_threads(int threads) {
 
 int num_threads() {
 #ifdef _OPENMP
+  // Inside a region at the deepest active level (a shard of sharded_backward) a nested region gets
+  // one thread, but omp_get_max_threads() still answers with the top level's count.
+  if (omp_get_active_level() >= omp_get_max_active_levels()) return 1;
   return omp_get_max_threads();
 #else
   return 1;

@@ -125,6 +125,24 @@ BOOST_AUTO_TEST_CASE(sharded_runs_are_bit_identical) {
     BOOST_TEST(std::equal(a[i].begin(), a[i].end(), b[i].begin()));
 }
 
+// Inside a shard, nested regions run on one thread, and num_threads() must say so: the kernels
+// size their per-thread splits by it (linear's GEMM split in two parts run one after the other
+// before it did).
+BOOST_AUTO_TEST_CASE(num_threads_is_one_inside_a_shard) {
+  Threads two(2);
+  BOOST_TEST(num_threads() == 2);
+  std::atomic<int> shards{0}, inside_one{0};
+  const Tensor<float> out = sharded_forward<float>(8, [&](std::size_t begin, std::size_t end) {
+    ++shards;
+    if (num_threads() == 1) ++inside_one;
+    return Variable<float>(filled_tensor<float>({end - begin, 1}, 1.f));
+  });
+  BOOST_TEST(out.shape()[0] == 8u);
+  BOOST_TEST(shards.load() == 2);
+  BOOST_TEST(inside_one.load() == 2);
+  BOOST_TEST(num_threads() == 2);
+}
+
 BOOST_AUTO_TEST_CASE(a_failing_shard_changes_no_gradient) {
   Threads two(2);
   Variable<double> w(Tensor<double>{1.0, 2.0}, true, "w");
