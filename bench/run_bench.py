@@ -86,13 +86,31 @@ def torch_cmd(model, mode, threads, batch, seconds):
             "--batch", str(batch), "--seconds", str(seconds)]
 
 
-def side_by_side(model, mode, threads, batch, seconds, repeats, have_torch):
-    ours, theirs = [], []
+def batch_sweep(batches, band, seconds, repeats, have_torch):
+    """LeNet-5 training at 2 threads at each batch size. Each repeat runs every batch size back to
+    back (xgrad, then PyTorch), so that the batch sizes are compared within a repeat: on this VM,
+    whose speed drifts within minutes, measuring each batch size's repeats together compared the
+    minutes as much as the batch sizes. The spread across `band` is the largest deviation of a
+    batch size from the others, each deviation (img/s against the median of the band's img/s in
+    the same repeat) the median over the repeats. Returns the medians of img/s per batch size, and
+    the spread both that way and, as before, of the medians."""
+    ips = {(who, b): [] for who in ("xgrad", "torch") for b in batches}
     for _ in range(repeats):
-        ours.append(img_per_s(run(xgrad_cmd(model, mode, threads, batch, seconds))))
-        if have_torch:
-            theirs.append(img_per_s(run(torch_cmd(model, mode, threads, batch, seconds))))
-    return statistics.median(ours), (statistics.median(theirs) if theirs else None)
+        for b in batches:
+            ips[("xgrad", b)].append(img_per_s(run(xgrad_cmd("lenet", "train", 2, b, seconds))))
+            if have_torch:
+                ips[("torch", b)].append(img_per_s(run(torch_cmd("lenet", "train", 2, b, seconds))))
+    medians = {b: (statistics.median(ips[("xgrad", b)]),
+                   statistics.median(ips[("torch", b)]) if have_torch else None) for b in batches}
+    deviations = {b: [] for b in band}
+    for r in range(repeats):
+        mid = statistics.median(ips[("xgrad", b)][r] for b in band)
+        for b in band:
+            deviations[b].append(ips[("xgrad", b)][r] / mid - 1)
+    paired = max(abs(statistics.median(d)) for d in deviations.values())
+    mid = statistics.median(medians[b][0] for b in band)
+    of_medians = max(abs(medians[b][0] / mid - 1) for b in band)
+    return medians, paired, of_medians
 
 
 def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
@@ -199,16 +217,12 @@ def main():
 
     if not a.skip_scaling:
         print("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
-        scaling = []
-        for batch in (1, 8, 32, 64, 128, 256):
-            ours, theirs = side_by_side("lenet", "train", 2, batch, a.seconds, max(3, a.repeats // 2),
-                                        have_torch)
-            scaling.append((batch, ours))
+        medians, spread, of_medians = batch_sweep((1, 8, 32, 64, 128, 256), (32, 64, 128, 256),
+                                                  a.seconds, max(3, a.repeats // 2), have_torch)
+        for batch, (ours, theirs) in medians.items():
             line(f"lenet_train_2t_batch{batch}", ours, theirs)
-        band = [ours for batch, ours in scaling if 32 <= batch <= 256]
-        mid = statistics.median(band)
-        spread = max(abs(v / mid - 1) for v in band)
         print(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
+        print(f"bench lenet_train_batch32_256_spread_of_medians xgrad={100 * of_medians:.1f}%")
 
     if not a.skip_memory:
         print("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")
