@@ -46,10 +46,14 @@ BOOST_AUTO_TEST_CASE(max_pool_2x2_float_matches_reference) {
   std::mt19937_64 rng(3);
   const Pool2DParams p{{2, 2}, {2, 2}, {0, 0}};
   // Widths around the 8-, 16- and 32-lane boundaries (AVX2 and AVX-512), odd sizes, and a batch
-  // big enough for OpenMP.
-  for (const Shape& shape : {Shape{2, 3, 28, 28}, Shape{3, 2, 10, 10}, Shape{1, 2, 5, 7},
-                             Shape{1, 1, 2, 2}, Shape{2, 1, 4, 33}, Shape{1, 2, 9, 64},
-                             Shape{1, 1, 3, 31}, Shape{1, 1, 4, 17}, Shape{64, 6, 28, 28}}) {
+  // big enough for OpenMP. With AVX2, rows of 8 or more outputs take whole, overlapping chunks
+  // (24 wide: 12 outputs); shorter rows of 4 to 7 spill into the next rows of their plane (10,
+  // 9 and 11 wide, odd heights); rows narrower than 8 inputs never do (6 wide).
+  for (const Shape& shape :
+       {Shape{2, 3, 28, 28}, Shape{3, 2, 10, 10}, Shape{1, 2, 5, 7}, Shape{1, 1, 2, 2},
+        Shape{2, 1, 4, 33}, Shape{1, 2, 9, 64}, Shape{1, 1, 3, 31}, Shape{1, 1, 4, 17},
+        Shape{64, 6, 28, 28}, Shape{2, 2, 4, 24}, Shape{2, 3, 6, 6}, Shape{2, 2, 11, 9},
+        Shape{3, 2, 7, 11}, Shape{1, 3, 10, 16}, Shape{64, 16, 10, 10}}) {
     BOOST_TEST_CONTEXT("shape " << shape_str(shape)) {
       const Tensor<double> x = random_tensor(shape, rng);
       const Tensor<double> y_ref = reference::pool_forward_ref(x, p, reference::PoolMode::max);
