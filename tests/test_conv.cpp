@@ -228,6 +228,22 @@ BOOST_AUTO_TEST_CASE(banded_im2col_matches_reference) {
   compare_with_reference<double>(c, 3, 1e-12);
 }
 
+// dX through col2im with rows of several 8-lane chunks: the last chunk of a row overlaps the one
+// before it (spans 26 and 25), exact multiples of 8, row stride and dilation.
+BOOST_AUTO_TEST_CASE(col2im_rows_of_many_chunks_match_reference_float) {
+  RandomConv wide{{1, 4, 26, 26}, {5, 4, 3, 3}, true, {}};
+  compare_with_reference<float>(wide, 21, 1e-5);
+  RandomConv strided{{2, 3, 20, 21}, {4, 3, 3, 4}, false, {}};
+  strided.p.padding = {1, 2};
+  strided.p.stride = {2, 1};
+  strided.p.dilation = {2, 1};
+  compare_with_reference<float>(strided, 22, 1e-5);
+  RandomConv exact{{1, 2, 9, 16}, {3, 2, 2, 1}, true, {}};
+  compare_with_reference<float>(exact, 23, 1e-5);
+  RandomConv one_chunk{{1, 2, 6, 8}, {2, 2, 3, 1}, true, {}};
+  compare_with_reference<float>(one_chunk, 24, 1e-5);
+}
+
 BOOST_AUTO_TEST_CASE(lenet_shapes_match_reference_float) {
   RandomConv c1{{3, 1, 28, 28}, {6, 1, 5, 5}, true, {}};
   c1.p.padding = {2, 2};
