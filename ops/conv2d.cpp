@@ -202,6 +202,20 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
   // Per-thread dW and db accumulators, summed at the end (no atomics, no false sharing of rows).
   const Index acc_size = (dw != nullptr ? w_size : 0) + (db != nullptr ? g.co : 0);
   std::vector<T> acc(std::size_t(acc_size) * std::size_t(threads), T(0));
+#ifdef XGRAD_SIMD
+  // Few output channels (LeNet conv2): dX by the direct kernel on dY with the flipped kernel, no
+  // GEMM of K = co and no col2im.
+  const bool direct_dx_pass =
+      std::is_same_v<T, float> && dx != nullptr && detail::direct_dx_eligible(g);
+  std::vector<float> wflip;
+  if constexpr (std::is_same_v<T, float>)
+    if (direct_dx_pass) {
+      wflip.resize(std::size_t(g.k) * std::size_t(g.co));
+      detail::flip_weights(w, g, wflip.data());
+    }
+#else
+  constexpr bool direct_dx_pass = false;
+#endif
 #pragma omp parallel num_threads(threads)
   {
     T* acc_t = acc.data() + Index(omp_thread()) * acc_size;
@@ -287,11 +301,15 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
         }
         if (dxn != nullptr) dxp = pad_buf + padded_elems;
       }
-      if (dxp != nullptr) std::fill(dxp, dxp + padded_elems, T(0));
 #ifdef XGRAD_SIMD
-      if constexpr (std::is_same_v<T, float>)
+      if constexpr (std::is_same_v<T, float>) {
         if (lanes_dw_pass) detail::lanes_dw(xp, gyn, offsets.data(), gyt, dwt, g);
+        if (direct_dx_pass && dxp != nullptr)  // writes every element of dxp
+          detail::direct_dx(gyn, wflip.data(), scratch<float, 4>(detail::direct_dx_buffer(g)), dxp,
+                            g);
+      }
 #endif
+      if (dxp != nullptr && !direct_dx_pass) std::fill(dxp, dxp + padded_elems, T(0));
       for (int gr = 0; gr < g.groups; ++gr) {
         const T* wg = w + gr * w_group;
         const T* gyg = gyn + Index(gr) * g.cog * g.l;
@@ -310,7 +328,8 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
               blas::gemm(false, true, g.cog, std::min(kc, g.k - k0), lt, T(1), gyb, int(g.l),
                          col + Index(k0) * ld, ld, T(1), dw_t + gr * w_group + k0, g.k);
           }
-          if (dxp != nullptr) {  // the column buffer is free again: reuse it for d(col)
+          if (dxp != nullptr && !direct_dx_pass) {
+            // The column buffer is free again: reuse it for d(col).
             blas::gemm(true, false, g.k, lt, g.cog, T(1), wg, g.k, gyb, int(g.l), T(0), col, ld);
             col2im_band(col, g, i0, i1, dxp + gr * xp_group, ld);
           }

@@ -70,18 +70,21 @@ template <int NC, int JB>
 // (offset off[t] into the padded image). JB W-lane blocks of a row at once: NC·JB independent
 // accumulators hide the FMA latency and each broadcast weight serves JB blocks. The weights are
 // read transposed (wt is k × co), so a tap's NC weights sit at fixed offsets from one pointer.
+// With row_taps, output row i sums only taps row_taps[2i] <= t < row_taps[2i + 1] (direct_dx: the
+// taps that read zero rows are skipped).
 template <int NC, int JB>
 void direct_forward_chunk(const float* xp, const float* wt, const float* b, float* y,
-                          const ConvGeom& g, int o0, const Index* off) {
-  const int k = g.k;
+                          const ConvGeom& g, int o0, const Index* off, const int* row_taps) {
   const Index co = g.co, l = g.l;
-  for (int i = 0; i < g.ho; ++i)
+  for (int i = 0; i < g.ho; ++i) {
+    const int t0 = row_taps != nullptr ? row_taps[2 * i] : 0;
+    const int t1 = row_taps != nullptr ? row_taps[2 * i + 1] : g.k;
     for (int j0 = 0; j0 < g.wo; j0 += W * JB) {
       V::Reg acc[NC][JB];
       set_bias(acc, b != nullptr ? b + o0 : nullptr);
       const float* base = xp + Index(i) * g.wp + j0;
-      const float* wk = wt + o0;
-      for (int t = 0; t < k; ++t, wk += co) fma_tap(acc, base + off[t], wk);
+      const float* wk = wt + Index(t0) * co + o0;
+      for (int t = t0; t < t1; ++t, wk += co) fma_tap(acc, base + off[t], wk);
 #pragma GCC unroll 4
       for (int jb = 0; jb < JB; ++jb) {
         // Lanes past the row end spill into the next output rows, which are written after this
@@ -91,6 +94,7 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
         store_block(acc, jb, y + Index(o0) * l, l, Index(i) * g.wo + j0 + W * jb);
       }
     }
+  }
 }
 
 // Where the strip kernel (below) stores its vector v, the W flat positions of the padded rows from
@@ -140,7 +144,7 @@ const StripSlot* strip_slots(const ConvGeom& g) {
 // one row end).
 template <int NC, int JB>
 void strip_forward_chunk(const float* xp, const float* wt, const float* b, float* y,
-                         const ConvGeom& g, int o0, const Index* off) {
+                         const ConvGeom& g, int o0, const Index* off, const int* /*row_taps*/) {
   static_assert(JB == kStripBlocks, "strip_slots() lays out blocks of kStripBlocks vectors");
   const int k = g.k;
   const Index co = g.co, l = g.l;
@@ -166,7 +170,7 @@ void strip_forward_chunk(const float* xp, const float* wt, const float* b, float
 }
 
 using ForwardChunkFn = void (*)(const float*, const float*, const float*, float*, const ConvGeom&,
-                                int, const Index*);
+                                int, const Index*, const int*);
 
 // Chunk<1, JB> ... <sizeof(N), JB> (direct_forward_chunk or strip_forward_chunk), indexed by the
 // chunk's channels minus one.
@@ -181,7 +185,7 @@ constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
 
 template <bool Strip, int JB>
 void direct_forward_jb(const float* xp, const float* wt, const float* b, float* y,
-                       const ConvGeom& g, const Index* off) {
+                       const ConvGeom& g, const Index* off, const int* row_taps = nullptr) {
   // Channel chunks of at most kAccumulators / JB accumulators (16 for JB = 1 with AVX-512), as
   // even as possible.
   constexpr int kMax = JB == 1 ? std::min(16, V::kAccumulators) : V::kAccumulators / JB;
@@ -191,7 +195,7 @@ void direct_forward_jb(const float* xp, const float* wt, const float* b, float* 
     const int nc = std::min(per, g.co - o0);
     static constexpr auto table =
         forward_chunk_table<Strip, JB>(std::make_integer_sequence<int, kMax>{});
-    table[std::size_t(nc - 1)](xp, wt, b, y, g, o0, off);
+    table[std::size_t(nc - 1)](xp, wt, b, y, g, o0, off, row_taps);
   }
 }
 
@@ -526,6 +530,58 @@ void direct_forward(const float* xp, const float* wt, const float* b, float* y, 
     direct_forward_jb<false, 2>(xp, wt, b, y, g, off);
   else
     direct_forward_jb<false, 1>(xp, wt, b, y, g, off);
+}
+
+std::size_t direct_dx_buffer(const ConvGeom& g) {
+  return std::size_t(g.co) * std::size_t(g.ho + 2 * (g.kh - 1)) *
+             std::size_t(g.wo + 2 * (g.kw - 1)) +
+         std::size_t(kDirectSlack);
+}
+
+void flip_weights(const float* w, const ConvGeom& g, float* wf) {
+  for (int p = 0; p < g.kh; ++p)
+    for (int o = 0; o < g.co; ++o)
+      for (int q = 0; q < g.kw; ++q)
+        for (int ci = 0; ci < g.c; ++ci)
+          wf[(Index(p * g.co + o) * g.kw + q) * g.c + ci] =
+              w[((Index(o) * g.c + ci) * g.kh + (g.kh - 1 - p)) * g.kw + (g.kw - 1 - q)];
+}
+
+void direct_dx(const float* gy, const float* wf, float* buf, float* dxp, const ConvGeom& g) {
+  // The transposed layer: co channels of gy, zero-padded to h_t × w_t, in; c channels of hp × wp
+  // out (hp = ho + kh - 1 and wp = wo + kw - 1 at stride 1).
+  ConvGeom t{};
+  t.n = 1, t.c = g.co, t.h = g.ho + 2 * (g.kh - 1), t.w = g.wo + 2 * (g.kw - 1);
+  t.co = g.c, t.kh = g.kh, t.kw = g.kw;
+  t.sh = t.sw = t.dh = t.dw = t.groups = 1;
+  t.ho = g.hp, t.wo = g.wp, t.hp = t.h, t.wp = t.w;
+  t.cg = t.c, t.cog = t.co, t.k = g.co * g.kh * g.kw, t.l = Index(t.ho) * t.wo;
+  t.band_rows = t.ho;
+  const Index plane = Index(t.h) * t.w;
+  std::fill(buf, buf + direct_dx_buffer(g), 0.f);  // the borders and the slack past the end
+  for (int o = 0; o < g.co; ++o)
+    for (int i = 0; i < g.ho; ++i) {
+      const float* src = gy + (Index(o) * g.ho + i) * g.wo;
+      std::copy(src, src + g.wo, buf + o * plane + Index(i + g.kh - 1) * t.w + (g.kw - 1));
+    }
+  // Taps in (p, o, q) order, so that the taps of an output row that read rows of gy (not its
+  // zero padding) are one range: rows y + p with kh - 1 <= y + p < kh - 1 + ho.
+  Index off[kDirectDxMaxK];
+  int tap = 0;
+  for (int p = 0; p < g.kh; ++p)
+    for (int o = 0; o < g.co; ++o)
+      for (int q = 0; q < g.kw; ++q) off[tap++] = o * plane + Index(p) * t.w + q;
+  thread_local std::vector<int> row_taps;
+  row_taps.resize(2 * std::size_t(t.ho));
+  const int per_row = g.co * g.kw;
+  for (int y = 0; y < t.ho; ++y) {
+    row_taps[2 * std::size_t(y)] = std::max(0, g.kh - 1 - y) * per_row;
+    row_taps[2 * std::size_t(y) + 1] = (std::min(g.kh - 1, g.kh - 2 + g.ho - y) + 1) * per_row;
+  }
+  if (t.wo > W)
+    direct_forward_jb<false, 2>(buf, wf, nullptr, dxp, t, off, row_taps.data());
+  else
+    direct_forward_jb<false, 1>(buf, wf, nullptr, dxp, t, off, row_taps.data());
 }
 
 // One image's contribution to the lane-wise accumulators vacc (co·k·W floats).

@@ -102,6 +102,32 @@ void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g)
 void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g);
 #endif
 
+// dX by the direct forward kernel, for layers with few output channels (LeNet's conv2: 16), whose
+// dX the im2col path computes with a GEMM of K = co and col2im: the gradient of the padded input
+// is the correlation of dY, zero-padded by kh - 1 rows and kw - 1 columns, with the flipped
+// kernel, a forward convolution of co channels into c. The row kernel runs it with each output
+// row's taps limited to those that read rows of dY, not its zero padding.
+constexpr int kDirectDxMaxK = 512;  // co·kh·kw
+
+#ifdef XGRAD_SIMD
+inline bool direct_dx_eligible(const ConvGeom& g) {
+  return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && !g.pointwise &&
+         g.co <= 16 && g.co * g.kh * g.kw <= kDirectDxMaxK && g.kw <= simd::VecF::kLanes;
+}
+
+// Floats of direct_dx's buffer: dY zero-padded, and kDirectSlack more.
+std::size_t direct_dx_buffer(const ConvGeom& g);
+
+// wf[(p·co + o)·kw + q, ci] = w[o, ci, kh - 1 - p, kw - 1 - q]: the flipped kernel, transposed
+// ((co·kh·kw) × c), the weights of direct_dx.
+void flip_weights(const float* w, const ConvGeom& g, float* wf);
+
+// dxp[ci, y, x] = Σ_{o,p,q} w[o, ci, p, q]·gy[o, y - p, x - q] over the taps inside gy, for
+// every element of one padded input image's gradient (c×hp×wp), from gy (co×ho×wo), wf from
+// flip_weights and buf a buffer of direct_dx_buffer(g) floats. Requires direct_dx_eligible(g).
+void direct_dx(const float* gy, const float* wf, float* buf, float* dxp, const ConvGeom& g);
+#endif
+
 // The flat variant, for direct layers with few taps (the convnet's conv1: 9), whose 2k flops per
 // output float make them bound by storing the output: the image's column matrix s (k rows of l
 // floats, rows ld apart) is staged once and each output plane is computed as one flat run of l

@@ -228,20 +228,36 @@ BOOST_AUTO_TEST_CASE(banded_im2col_matches_reference) {
   compare_with_reference<double>(c, 3, 1e-12);
 }
 
-// dX through col2im with rows of several 8-lane chunks: the last chunk of a row overlaps the one
-// before it (spans 26 and 25), exact multiples of 8, row stride and dilation.
+// dX through col2im (more than 16 output channels, or a row stride) with rows of several 8-lane
+// chunks: the last chunk of a row overlaps the one before it (spans 26 and 25), exact multiples
+// of 8, row stride and dilation.
 BOOST_AUTO_TEST_CASE(col2im_rows_of_many_chunks_match_reference_float) {
-  RandomConv wide{{1, 4, 26, 26}, {5, 4, 3, 3}, true, {}};
+  RandomConv wide{{1, 4, 26, 26}, {20, 4, 3, 3}, true, {}};
   compare_with_reference<float>(wide, 21, 1e-5);
   RandomConv strided{{2, 3, 20, 21}, {4, 3, 3, 4}, false, {}};
   strided.p.padding = {1, 2};
   strided.p.stride = {2, 1};
   strided.p.dilation = {2, 1};
   compare_with_reference<float>(strided, 22, 1e-5);
-  RandomConv exact{{1, 2, 9, 16}, {3, 2, 2, 1}, true, {}};
+  RandomConv exact{{1, 2, 9, 16}, {18, 2, 2, 1}, true, {}};
   compare_with_reference<float>(exact, 23, 1e-5);
-  RandomConv one_chunk{{1, 2, 6, 8}, {2, 2, 3, 1}, true, {}};
+  RandomConv one_chunk{{1, 2, 6, 8}, {17, 2, 3, 1}, true, {}};
   compare_with_reference<float>(one_chunk, 24, 1e-5);
+}
+
+// dX by the direct kernel (at most 16 output channels, stride 1): several chunks of input
+// channels (13), unequal kernel sides with padding, rows narrower than a vector, the widest
+// kernel row the kernel takes (8 with AVX2), one-row images.
+BOOST_AUTO_TEST_CASE(direct_dx_matches_reference_float) {
+  RandomConv chunks{{2, 13, 9, 12}, {16, 13, 5, 3}, true, {}};
+  chunks.p.padding = {2, 1};
+  compare_with_reference<float>(chunks, 31, 1e-5);
+  RandomConv narrow{{1, 3, 5, 6}, {4, 3, 4, 4}, false, {}};
+  compare_with_reference<float>(narrow, 32, 1e-5);
+  RandomConv wide_kernel{{1, 7, 20, 30}, {9, 7, 3, 8}, true, {}};
+  compare_with_reference<float>(wide_kernel, 33, 1e-5);
+  RandomConv one_row{{2, 2, 1, 12}, {3, 2, 1, 5}, true, {}};
+  compare_with_reference<float>(one_row, 34, 1e-5);
 }
 
 BOOST_AUTO_TEST_CASE(lenet_shapes_match_reference_float) {
