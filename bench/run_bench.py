@@ -218,7 +218,7 @@ def main():
     if not a.skip_scaling:
         print("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
         medians, spread, of_medians = batch_sweep((1, 8, 32, 64, 128, 256), (32, 64, 128, 256),
-                                                  a.seconds, max(3, a.repeats // 2), have_torch)
+                                                  a.seconds, a.repeats, have_torch)
         for batch, (ours, theirs) in medians.items():
             line(f"lenet_train_2t_batch{batch}", ours, theirs)
         print(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
