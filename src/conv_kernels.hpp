@@ -110,9 +110,13 @@ void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g);
 constexpr int kDirectDxMaxK = 512;  // co·kh·kw
 
 #ifdef XGRAD_SIMD
+// At least 4 input channels (the kernel's output channels): with fewer, a block has too few
+// accumulators to hide the FMA latency (LeNet conv1's dX, 1 channel: 17 GFLOP/s against 27 by
+// GEMM and col2im).
 inline bool direct_dx_eligible(const ConvGeom& g) {
   return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && !g.pointwise &&
-         g.co <= 16 && g.co * g.kh * g.kw <= kDirectDxMaxK && g.kw <= simd::VecF::kLanes;
+         g.c >= 4 && g.co <= 16 && g.co * g.kh * g.kw <= kDirectDxMaxK &&
+         g.kw <= simd::VecF::kLanes;
 }
 
 // Floats of direct_dx's buffer: dY zero-padded, and kDirectSlack more.

@@ -245,18 +245,18 @@ BOOST_AUTO_TEST_CASE(col2im_rows_of_many_chunks_match_reference_float) {
   compare_with_reference<float>(one_chunk, 24, 1e-5);
 }
 
-// dX by the direct kernel (at most 16 output channels, stride 1): several chunks of input
-// channels (13), unequal kernel sides with padding, rows narrower than a vector, the widest
-// kernel row the kernel takes (8 with AVX2), one-row images.
+// dX by the direct kernel (4 or more input channels, at most 16 output channels, stride 1):
+// several chunks of input channels (13), unequal kernel sides with padding, rows narrower than a
+// vector, the widest kernel row the kernel takes (8 with AVX2), one-row images.
 BOOST_AUTO_TEST_CASE(direct_dx_matches_reference_float) {
   RandomConv chunks{{2, 13, 9, 12}, {16, 13, 5, 3}, true, {}};
   chunks.p.padding = {2, 1};
   compare_with_reference<float>(chunks, 31, 1e-5);
-  RandomConv narrow{{1, 3, 5, 6}, {4, 3, 4, 4}, false, {}};
+  RandomConv narrow{{1, 4, 5, 6}, {4, 4, 4, 4}, false, {}};
   compare_with_reference<float>(narrow, 32, 1e-5);
   RandomConv wide_kernel{{1, 7, 20, 30}, {9, 7, 3, 8}, true, {}};
   compare_with_reference<float>(wide_kernel, 33, 1e-5);
-  RandomConv one_row{{2, 2, 1, 12}, {3, 2, 1, 5}, true, {}};
+  RandomConv one_row{{2, 5, 1, 12}, {3, 5, 1, 5}, true, {}};
   compare_with_reference<float>(one_row, 34, 1e-5);
 }
 
