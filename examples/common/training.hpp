@@ -48,8 +48,8 @@ inline std::size_t count_correct(const Tensor<float>& logits, const std::vector<
 /// Returns the batch loss and adds the number of correct predictions to `correct`.
 /// When the model is shardable() (no batch norm or dropout in training), the batch is split over
 /// the threads by sharded_backward: the same gradient up to float rounding, and for LeNet-5 on
-/// the 2-core EPYC 1.66-1.78x the speed of one thread instead of 1.42x with the kernels threading
-/// alone (./run.sh bench, README). Otherwise the kernels thread alone.
+/// the 2-core EPYC 1.56-1.86x the speed of one thread, as the VM allows, instead of 1.42x with the
+/// kernels threading alone (./run.sh bench, README). Otherwise the kernels thread alone.
 inline double train_step(nn::Module<float>& model, optim::Optimizer<float>& opt,
                          const data::Batch<float>& batch, std::size_t* correct = nullptr) {
   opt.zero_grad();
