@@ -111,8 +111,8 @@ constexpr int kDirectDxMaxK = 512;  // co·kh·kw
 
 #ifdef XGRAD_SIMD
 // At least 4 input channels (the kernel's output channels): with fewer, a block has too few
-// accumulators to hide the FMA latency (LeNet conv1's dX, 1 channel: 17 GFLOP/s against 27 by
-// GEMM and col2im).
+// accumulators to hide the FMA latency (LeNet conv1's dX, 1 channel: a best of 19-21 GFLOP/s
+// against 26-27 by GEMM and col2im, 3 alternating runs).
 inline bool direct_dx_eligible(const ConvGeom& g) {
   return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && !g.pointwise &&
          g.c >= 4 && g.co <= 16 && g.co * g.kh * g.kw <= kDirectDxMaxK &&
