@@ -176,7 +176,8 @@ int main(int argc, char** argv) {
   int repeats = 7;
   double min_time = 0.05;
   int only_threads = 0;
-  int only_pass = -1;  // for profiling: 0 fwd, 1 bwd_data, 2 bwd_weights; skips the ceilings
+  int only_pass = -1;         // for profiling: 0 fwd, 1 bwd_data, 2 bwd_weights; skips the ceilings
+  bool ceiling_only = false;  // the sgemm ceiling alone (run_bench's reference for 1 -> 2 threads)
   std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--repeats")) repeats = std::max(1, std::atoi(argv[i + 1]));
@@ -185,6 +186,15 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
     if (!std::strcmp(argv[i], "--pass")) only_pass = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--cpu-time")) g_cpu_time = std::atoi(argv[i + 1]) != 0;
+    if (!std::strcmp(argv[i], "--ceiling")) ceiling_only = std::atoi(argv[i + 1]) != 0;
+  }
+  if (ceiling_only) {
+    const int threads = std::max(1, only_threads);
+    set_num_threads(threads);
+    SgemmLoad ceiling(threads, 1024, 1024, 1024, 1);
+    const double seconds = median_seconds(ceiling, repeats, min_time);
+    std::printf("bench sgemm_1024_%dt gflops=%.1f\n", threads, ceiling.flops() / seconds * 1e-9);
+    return 0;
   }
   std::printf("%s\n", runtime_banner().c_str());
   std::printf("%s; ", g_cpu_time ? "CPU time / threads" : "wall time");

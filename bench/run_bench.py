@@ -69,6 +69,13 @@ def step_p10(out):
     return values[-1]
 
 
+def gflops(out):
+    values = [float(v) for v in re.findall(r"gflops=([0-9.]+)", out)]
+    if not values:
+        raise RuntimeError("no gflops in output:\n" + out)
+    return values[-1]
+
+
 def img_per_s(out):
     values = [float(v) for v in re.findall(r"img_per_s=([0-9.]+)", out)]
     if not values:
@@ -119,10 +126,16 @@ def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
     The 1->2 thread speed-up is the median of the repeats' own ratios: on a VM whose speed drifts
     within minutes, a ratio of medians taken minutes apart would measure the drift. Beside it, the
     speed-up of the fastest steps (10th percentiles of the step times): this VM's vCPUs each go
-    through phases about 1.5x slower, and a 2-thread step waits for the slower thread."""
+    through phases about 1.5x slower, and a 2-thread step waits for the slower thread. Each repeat
+    also times the sgemm ceiling (bench_conv --ceiling) on 1 and 2 threads first: two independent
+    sgemms, the machine's own speed-up for work that needs no synchronisation at that moment."""
     ips = {("xgrad", 1): [], ("xgrad", 2): [], ("torch", 1): [], ("torch", 2): []}
     p10 = {key: [] for key in ips}
+    sgemm = []
     for _ in range(repeats):
+        one, two = (gflops(run([BENCH_CONV, "--ceiling", "1", "--threads", str(t), "--repeats", "3"]))
+                    for t in (1, 2))
+        sgemm.append(two / one)
         runs = [("xgrad", 1), ("xgrad", 2)] + ([("torch", 2), ("torch", 1)] if have_torch else [])
         for who, threads in runs:
             make = xgrad_cmd if who == "xgrad" else torch_cmd
@@ -137,7 +150,7 @@ def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
         by_steps = statistics.median(a / b for a, b in zip(p10[(who, 1)], p10[(who, 2)]))
         return by_ips, by_steps
 
-    speedups[f"{model}_{mode}"] = (speedup("xgrad"), speedup("torch"))
+    speedups[f"{model}_{mode}"] = (speedup("xgrad"), speedup("torch"), statistics.median(sgemm))
     median = lambda v: statistics.median(v) if v else None
     return {f"{model}_{mode}_{t}t": (median(ips[("xgrad", t)]), median(ips[("torch", t)]))
             for t in (1, 2)}
@@ -209,9 +222,9 @@ def main():
                 print(f"{name:<22}{ours:>10.0f}{(theirs or 0):>10.0f}{ratio}")
     for name, (ours, theirs) in results.items():
         line(name, ours, theirs)
-    for name, ((ours, ours_fast), (theirs, theirs_fast)) in speedups.items():
+    for name, ((ours, ours_fast), (theirs, theirs_fast), sgemm) in speedups.items():
         print(f"bench {name}_thread_speedup xgrad={ours:.2f}"
-              + (f" torch={theirs:.2f}" if theirs else ""))
+              + (f" torch={theirs:.2f}" if theirs else "") + f" sgemm={sgemm:.2f}")
         print(f"bench {name}_thread_speedup_fastest_steps xgrad={ours_fast:.2f}"
               + (f" torch={theirs_fast:.2f}" if theirs_fast else ""))
 
