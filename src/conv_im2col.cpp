@@ -100,6 +100,28 @@ inline void add_row(const double* s, double* d, int n) {
 #endif
 }
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+// The most kernel rows col2im_band_s1 takes (col2im_band runs its loops beyond).
+constexpr int kCol2imMaxKh = 32;
+
+// The column rows of channel ci that add into destination row r of the band [i0, i1): kernel row
+// p of output row i, with i·sh + p·dh = r, in order of p, each at its first column. Writes them to
+// `from` (kh <= kCol2imMaxKh) and returns how many. Found once per row: per chunk, the divisions
+// cost more than the adds.
+inline int col2im_row_sources(const float* col, const ConvGeom& g, int i0, int i1, Index lt, int ci,
+                              int r, const float** from) {
+  int count = 0;
+  for (int p = 0; p < g.kh; ++p) {
+    const int t = r - p * g.dh;  // = i·sh for the output row i that reads row r
+    if (t < i0 * g.sh || t % g.sh != 0) continue;
+    const int i = t / g.sh;
+    if (i >= i1) continue;
+    from[count++] = col + Index(ci * g.kh + p) * g.kw * lt + Index(i - i0) * g.wo;
+  }
+  return count;
+}
+#endif
+
 #ifdef __AVX512F__
 // col2im_band for float, column stride 1 and no column dilation. Each destination row is loaded
 // and stored once per band: its kh·kw contributions (shifted column rows) are summed in
@@ -123,6 +145,8 @@ void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* 
   for (int ci = 0; ci < g.cg; ++ci)
     for (int parity = 0; parity < 2; ++parity)
       for (int r = r0 + parity; r < r1; r += 2) {
+        const float* from[kCol2imMaxKh];
+        const int count = col2im_row_sources(col, g, i0, i1, lt, ci, r, from);
         float* d = dxp + ci * plane + Index(r) * g.wp;
         for (int c = 0; c < chunks; ++c) {
           const int c0 = 16 * c;
@@ -131,12 +155,8 @@ void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* 
           const __mmask16* mq = masks.data() + std::size_t(c) * std::size_t(g.kw);
           // Two accumulators halve the dependent add chain (kh·kw adds per row).
           __m512 va = _mm512_maskz_loadu_ps(ms, d + c0), vb = _mm512_setzero_ps();
-          for (int p = 0; p < g.kh; ++p) {
-            const int t = r - p * g.dh;  // = i·sh for the output row i that reads row r
-            if (t < i0 * g.sh || t % g.sh != 0) continue;
-            const int i = t / g.sh;
-            if (i >= i1) continue;
-            const float* rows = col + Index(ci * g.kh + p) * g.kw * lt + Index(i - i0) * g.wo + c0;
+          for (int k = 0; k < count; ++k) {
+            const float* rows = from[k] + c0;
             int q = 0;
             for (; q + 1 < g.kw; q += 2) {
               va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
@@ -156,8 +176,6 @@ void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* 
 // the kh·kw column rows was added to its destination row on its own, in short rows of overlapping
 // vectors: col2im took 10.3% of LeNet's training profile (1 thread), 7.1% with this kernel, and
 // the 64-image step's 10th percentile went from 2.95-3.05 to 2.83-2.87 ms (4 alternating runs).
-constexpr int kCol2imMaxKh = 32;
-
 void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* dxp, Index lt) {
   const Index plane = Index(g.hp) * g.wp;
   const int span = g.wo + g.kw - 1;  // destination columns touched per row, >= 8
@@ -181,17 +199,8 @@ void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* 
   for (int ci = 0; ci < g.cg; ++ci)
     for (int parity = 0; parity < 2; ++parity)
       for (int r = r0 + parity; r < r1; r += 2) {
-        // The column rows that add into row r: kernel row p of output row i, with i·sh + p·dh =
-        // r, found once per row (the divisions cost more than the adds when done per chunk).
         const float* from[kCol2imMaxKh];
-        int count = 0;
-        for (int p = 0; p < g.kh; ++p) {
-          const int t = r - p * g.dh;  // = i·sh for the output row i that reads row r
-          if (t < i0 * g.sh || t % g.sh != 0) continue;
-          const int i = t / g.sh;
-          if (i >= i1) continue;
-          from[count++] = col + Index(ci * g.kh + p) * g.kw * lt + Index(i - i0) * g.wo;
-        }
+        const int count = col2im_row_sources(col, g, i0, i1, lt, ci, r, from);
         float* d = dxp + ci * plane + Index(r) * g.wp;
         const auto sum_chunk = [&](int c) {
           const int c0 = start(c);
@@ -303,7 +312,7 @@ void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index 
 #if defined(__AVX512F__) || defined(__AVX2__)
   if constexpr (std::is_same_v<T, float>) {
 #ifdef __AVX512F__
-    if (g.sw == 1 && g.dw == 1) {
+    if (g.sw == 1 && g.dw == 1 && g.kh <= kCol2imMaxKh) {
 #else
     if (g.sw == 1 && g.dw == 1 && g.wo + g.kw - 1 >= 8 && g.kh <= kCol2imMaxKh) {
 #endif
