@@ -1,9 +1,11 @@
 // xgrad side of the model benchmark: training and inference img/s of LeNet-5 and the convnet on
 // synthetic batches, with the same step as bench/torch_bench.py (forward, cross-entropy, backward,
 // SGD momentum). The batch is sharded over the threads (xgrad::sharded_backward and
-// sharded_forward), as the training example does; --no-shard leaves the threading to the kernels.
-// One line per run: `xgrad <model> <mode> threads=<t> batch=<b> img_per_s=<x> step_us_p10=<p>
-// step_us_p50=<q>`, the last two percentiles of the steps' wall times in microseconds.
+// sharded_forward), as the training example does; --no-shard leaves the threading to the kernels,
+// and --split even|adaptive picks the shards' sizes (xgrad::ShardSplit; even by default).
+// One line per run: `xgrad <model> <mode> threads=<t> batch=<b> split=<s> img_per_s=<x>
+// step_us_p10=<p> step_us_p50=<q>`, the last two percentiles of the steps' wall times in
+// microseconds.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -25,6 +27,7 @@ struct Args {
   double seconds = 2.0;
   bool banner = false;
   bool shard = true;  ///< sharded_backward / sharded_forward (else the kernels' own threading)
+  ShardSplit split = ShardSplit::even;
 };
 
 Args parse(int argc, char** argv) {
@@ -53,7 +56,12 @@ Args parse(int argc, char** argv) {
       a.banner = true;
     else if (flag == "--no-shard")
       a.shard = false;
-    else
+    else if (flag == "--split") {
+      const std::string v = value();
+      if (v != "even" && v != "adaptive")
+        throw Error("bench_models: --split must be even or adaptive, not " + v);
+      a.split = v == "even" ? ShardSplit::even : ShardSplit::adaptive;
+    } else
       throw Error("bench_models: unknown flag " + flag);
   }
   if (a.mode != "train" && a.mode != "infer")
@@ -130,6 +138,7 @@ int main(int argc, char** argv) {
   try {
     const Args a = parse(argc, argv);
     set_num_threads(a.threads);
+    set_shard_split(a.split);
     if (a.banner) {
       std::cout << runtime_banner() << "\n";
       return 0;
@@ -150,9 +159,10 @@ int main(int argc, char** argv) {
     for (int r = 0; r < a.repeats; ++r) {
       const Measured m = measure(*model, opt, a, x, labels);
       std::cout << "xgrad " << a.model << " " << a.mode << " threads=" << a.threads
-                << " batch=" << a.batch << " img_per_s=" << m.img_per_s
-                << " step_us_p10=" << m.step_us_p10 << " step_us_p50=" << m.step_us_p50
-                << std::endl;
+                << " batch=" << a.batch
+                << " split=" << (a.split == ShardSplit::even ? "even" : "adaptive")
+                << " img_per_s=" << m.img_per_s << " step_us_p10=" << m.step_us_p10
+                << " step_us_p50=" << m.step_us_p50 << std::endl;
     }
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

@@ -83,9 +83,13 @@ def img_per_s(out):
     return values[-1]
 
 
-def xgrad_cmd(model, mode, threads, batch, seconds):
+SPLIT = {"xgrad": "adaptive"}  # the shard split of xgrad's runs (--split); "xgrad_even": even
+
+
+def xgrad_cmd(model, mode, threads, batch, seconds, who="xgrad"):
+    split = SPLIT.get(who, "even")
     return [BENCH_MODELS, "--model", model, "--mode", mode, "--threads", str(threads),
-            "--batch", str(batch), "--seconds", str(seconds)]
+            "--batch", str(batch), "--seconds", str(seconds), "--split", split]
 
 
 def torch_cmd(model, mode, threads, batch, seconds):
@@ -128,32 +132,47 @@ def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
     speed-up of the fastest steps (10th percentiles of the step times): this VM's vCPUs each go
     through phases about 1.5x slower, and a 2-thread step waits for the slower thread. Each repeat
     also times the sgemm ceiling (bench_conv --ceiling) on 1 and 2 threads first: two independent
-    sgemms, the machine's own speed-up for work that needs no synchronisation at that moment."""
+    sgemms, the machine's own speed-up for work that needs no synchronisation at that moment.
+    With the adaptive split (--split adaptive), xgrad's 2-thread run is followed by one with the
+    even split ("xgrad_even"), for comparison."""
     ips = {("xgrad", 1): [], ("xgrad", 2): [], ("torch", 1): [], ("torch", 2): []}
+    compare_even = SPLIT["xgrad"] != "even"
+    if compare_even:
+        ips[("xgrad_even", 2)] = []
     p10 = {key: [] for key in ips}
     sgemm = []
     for _ in range(repeats):
         one, two = (gflops(run([BENCH_CONV, "--ceiling", "1", "--threads", str(t), "--repeats", "3"]))
                     for t in (1, 2))
         sgemm.append(two / one)
-        runs = [("xgrad", 1), ("xgrad", 2)] + ([("torch", 2), ("torch", 1)] if have_torch else [])
+        runs = ([("xgrad", 1), ("xgrad", 2)] + ([("xgrad_even", 2)] if compare_even else [])
+                + ([("torch", 2), ("torch", 1)] if have_torch else []))
         for who, threads in runs:
-            make = xgrad_cmd if who == "xgrad" else torch_cmd
-            out = run(make(model, mode, threads, batch, seconds))
+            if who == "torch":
+                out = run(torch_cmd(model, mode, threads, batch, seconds))
+            else:
+                out = run(xgrad_cmd(model, mode, threads, batch, seconds, who))
             ips[(who, threads)].append(img_per_s(out))
             p10[(who, threads)].append(step_p10(out))
 
-    def speedup(who):
-        if not ips[(who, 1)]:
+    def speedup(who, one_thread=None):
+        one_thread = one_thread or who
+        if not ips[(one_thread, 1)]:
             return None, None
-        by_ips = statistics.median(b / a for a, b in zip(ips[(who, 1)], ips[(who, 2)]))
-        by_steps = statistics.median(a / b for a, b in zip(p10[(who, 1)], p10[(who, 2)]))
+        by_ips = statistics.median(b / a for a, b in zip(ips[(one_thread, 1)], ips[(who, 2)]))
+        by_steps = statistics.median(a / b for a, b in zip(p10[(one_thread, 1)], p10[(who, 2)]))
         return by_ips, by_steps
 
-    speedups[f"{model}_{mode}"] = (speedup("xgrad"), speedup("torch"), statistics.median(sgemm))
+    even = speedup("xgrad_even", "xgrad")[0] if compare_even else None
+    speedups[f"{model}_{mode}"] = (speedup("xgrad"), speedup("torch"), statistics.median(sgemm),
+                                   even)
     median = lambda v: statistics.median(v) if v else None
-    return {f"{model}_{mode}_{t}t": (median(ips[("xgrad", t)]), median(ips[("torch", t)]))
-            for t in (1, 2)}
+    results = {f"{model}_{mode}_{t}t": (median(ips[("xgrad", t)]), median(ips[("torch", t)]))
+               for t in (1, 2)}
+    if compare_even:
+        results[f"{model}_{mode}_2t_even"] = (median(ips[("xgrad_even", 2)]),
+                                               median(ips[("torch", 2)]))
+    return results
 
 
 def line(name, ours, theirs, unit=""):
@@ -175,7 +194,12 @@ def main():
                    help="OpenMP waiting, the same for both frameworks (both use libgomp): "
                         "default = xgrad's (GOMP_SPINCOUNT 40000 on a quiet machine, else 1000), "
                         "active = spin (best on a quiet machine), passive = sleep")
+    p.add_argument("--split", choices=("adaptive", "even"), default="adaptive",
+                   help="xgrad's shard split (bench_models --split, xgrad::ShardSplit): adaptive "
+                        "follows each thread's measured speed; with it, the 2-thread model figures "
+                        "are also measured with the even split, which is bit-reproducible")
     a = p.parse_args()
+    SPLIT["xgrad"] = a.split
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         ENV.pop(name, None)
     if a.omp == "default" and os.path.exists(BENCH_MODELS):
@@ -203,7 +227,8 @@ def main():
                    "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"]).strip())
     print(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
           f"{ENV.get('OPENBLAS_NUM_THREADS')} OpenMP {a.omp} {OMP_SETTINGS[a.omp]}; "
-          f"medians of {a.repeats} runs, alternating; load average {os.getloadavg()[0]:.2f}")
+          f"medians of {a.repeats} runs, alternating; xgrad's shard split {a.split}; "
+          f"load average {os.getloadavg()[0]:.2f}")
 
     if not a.skip_ops:
         print("\n== Conv ops (GFLOP/s, batch 64) ==")
@@ -215,16 +240,19 @@ def main():
     for model in ("lenet", "convnet"):
         for mode in ("train", "infer"):
             results.update(thread_pairs(model, mode, 64, a.seconds, a.repeats, have_torch, speedups))
-            for threads in (1, 2):
-                name = f"{model}_{mode}_{threads}t"
+            for suffix in ("1t", "2t", "2t_even"):
+                name = f"{model}_{mode}_{suffix}"
+                if name not in results:
+                    continue
                 ours, theirs = results[name]
                 ratio = f"{ours / theirs:8.2f}" if theirs else "       -"
                 print(f"{name:<22}{ours:>10.0f}{(theirs or 0):>10.0f}{ratio}")
     for name, (ours, theirs) in results.items():
         line(name, ours, theirs)
-    for name, ((ours, ours_fast), (theirs, theirs_fast), sgemm) in speedups.items():
+    for name, ((ours, ours_fast), (theirs, theirs_fast), sgemm, even) in speedups.items():
         print(f"bench {name}_thread_speedup xgrad={ours:.2f}"
-              + (f" torch={theirs:.2f}" if theirs else "") + f" sgemm={sgemm:.2f}")
+              + (f" torch={theirs:.2f}" if theirs else "") + f" sgemm={sgemm:.2f}"
+              + (f" xgrad_even_split={even:.2f}" if even else ""))
         print(f"bench {name}_thread_speedup_fastest_steps xgrad={ours_fast:.2f}"
               + (f" torch={theirs_fast:.2f}" if theirs_fast else ""))
 

@@ -46,6 +46,7 @@ struct Settings {
   std::string schedule = "cosine";
   bool augment = false;
   int threads = 0;
+  std::string split = "even";
   std::uint64_t seed = 1;
   std::string data_dir = data::default_fashion_mnist_dir();
   std::string out;
@@ -271,6 +272,11 @@ int run(int argc, char** argv) {
                              "horizontal flip");
   app.add_option("--threads", s.threads, "OpenMP threads (0: all cores)")
       ->check(CLI::Range(0, 1024));
+  app.add_option("--split", s.split,
+                 "How a batch is split between the threads: even (results reproducible bit for "
+                 "bit at a given thread count) or adaptive (by each thread's measured speed: "
+                 "faster when other work slows a core, results equal to float rounding)")
+      ->check(CLI::IsMember({"even", "adaptive"}));
   auto* o_seed = app.add_option("--seed", s.seed, "Seed for weights, shuffling, augmentation");
   app.add_option("--data-dir", s.data_dir, "Directory of the Fashion-MNIST idx(.gz) files");
   app.add_option("--out", s.out, "Output directory (default: runs/<model>)");
@@ -328,7 +334,8 @@ int run(int argc, char** argv) {
   if (s.out.empty()) s.out = (fs::path("runs") / s.model).string();
 
   set_num_threads(s.threads);
-  std::cout << runtime_banner() << std::endl;
+  set_shard_split(s.split == "adaptive" ? ShardSplit::adaptive : ShardSplit::even);
+  std::cout << runtime_banner() << ", " << s.split << " shard split" << std::endl;
 
   // Data: the validation split comes from the (limited) training images only.
   data::Dataset train_set, val_set, test_set;

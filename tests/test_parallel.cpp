@@ -6,9 +6,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <mutex>
 #include <random>
 #include <stdexcept>
+#include <thread>
 
 #include <xgrad/xgrad.hpp>
 
@@ -56,8 +59,10 @@ void check_close_scaled(const Tensor<T>& a, const Tensor<T>& b, double tol) {
 }
 
 // LeNet-5 gradients on a batch of n, once by one backward and once sharded over two threads.
+// `sizes`, when given, gets the size of the first shard.
 template <class T>
-void check_sharded_matches_whole(std::size_t n, double tol) {
+void check_sharded_matches_whole(std::size_t n, double tol,
+                                 std::vector<std::size_t>* sizes = nullptr) {
   Threads two(2);
   nn::manual_seed(3);
   auto model = nn::lenet5<T>();
@@ -71,8 +76,13 @@ void check_sharded_matches_whole(std::size_t n, double tol) {
 
   model->zero_grad();
   std::atomic<int> shards{0};
+  std::mutex m;
   const double loss = sharded_backward<T>(n, [&](std::size_t begin, std::size_t end) {
     ++shards;
+    if (sizes != nullptr && begin == 0) {
+      std::lock_guard<std::mutex> lock(m);
+      sizes->push_back(end);
+    }
     return cross_entropy(model->forward(Variable<T>(batch_rows(images, begin, end))),
                          batch_rows(labels, begin, end));
   });
@@ -93,6 +103,84 @@ BOOST_AUTO_TEST_CASE(shard_ranges_cover_the_batch_in_order) {
   BOOST_TEST((shard_ranges(8, 2, 4) == R{{0, 4}, {4, 8}}));
   BOOST_TEST((shard_ranges(1, 2, 4) == R{{0, 1}}));
   BOOST_TEST((shard_ranges(5, 0, 1) == R{{0, 5}}));
+}
+
+BOOST_AUTO_TEST_CASE(weighted_shard_ranges_follow_the_shares) {
+  using R = std::vector<std::pair<std::size_t, std::size_t>>;
+  // Equal shares split as shard_ranges does, the first shards taking the remainder.
+  BOOST_TEST((weighted_shard_ranges(64, {1.0, 1.0}) == shard_ranges(64, 2)));
+  BOOST_TEST((weighted_shard_ranges(11, {2.0, 2.0, 2.0}, 2) == shard_ranges(11, 3, 2)));
+  BOOST_TEST((weighted_shard_ranges(64, {1.0, 3.0}) == R{{0, 16}, {16, 64}}));
+  BOOST_TEST((weighted_shard_ranges(64, {0.6, 0.4}) == R{{0, 38}, {38, 64}}));  // 38.4 and 25.6
+  // A share is held within [0.5, 1.5] times an even one.
+  BOOST_TEST((weighted_shard_ranges(64, {1.0, 100.0}) == R{{0, 16}, {16, 64}}));
+  BOOST_TEST((weighted_shard_ranges(60, {1.0, 1.0, 100.0}) == R{{0, 12}, {12, 24}, {24, 60}}));
+  // Every shard keeps min_shard samples: 2.5 of 10 would be under 4.
+  BOOST_TEST((weighted_shard_ranges(10, {1.0, 3.0}, 4) == R{{0, 4}, {4, 10}}));
+  BOOST_TEST((weighted_shard_ranges(5, {1.0}) == R{{0, 5}}));
+  BOOST_TEST(throws_with([] { weighted_shard_ranges(8, {}); }, {"no shares"}));
+  BOOST_TEST(throws_with([] { weighted_shard_ranges(8, {1.0, 0.0}); }, {"0.0", "positive"}));
+  BOOST_TEST(throws_with([] { weighted_shard_ranges(8, {1.0, std::nan("")}); }, {"nan"}));
+  BOOST_TEST(throws_with(
+      [] {
+        weighted_shard_ranges(7, {1.0, 1.0}, 4);
+      },
+      {"7 samples", "2 shards", "at least 4"}));
+}
+
+namespace {
+
+// Sets the split for one test and restores the default.
+struct SplitScope {
+  explicit SplitScope(ShardSplit s) { set_shard_split(s); }
+  ~SplitScope() { set_shard_split(ShardSplit::even); }
+};
+
+}  // namespace
+
+// With ShardSplit::adaptive, a shard whose samples take 4x as long gets fewer of them: after a few
+// calls the first shard holds the least its share allows (a quarter of 40 samples, with a margin
+// of one step's rounding), and every call's shards still cover the batch in order.
+BOOST_AUTO_TEST_CASE(adaptive_split_gives_a_slow_thread_fewer_samples) {
+  Threads two(2);
+  SplitScope adaptive(ShardSplit::adaptive);
+  BOOST_TEST((shard_split() == ShardSplit::adaptive));
+  const std::size_t n = 40;
+  std::mutex m;
+  for (int call = 0; call < 8; ++call) {
+    std::vector<std::pair<std::size_t, std::size_t>> seen;
+    sharded_forward<float>(n, [&](std::size_t begin, std::size_t end) {
+      const auto per_sample = std::chrono::microseconds(begin == 0 ? 400 : 100);
+      std::this_thread::sleep_for(per_sample * (end - begin));
+      std::lock_guard<std::mutex> lock(m);
+      seen.emplace_back(begin, end);
+      return Variable<float>(filled_tensor<float>({end - begin, 1}, 1.f));
+    });
+    std::sort(seen.begin(), seen.end());
+    BOOST_REQUIRE(seen.size() == 2u);
+    BOOST_TEST(seen[0].first == 0u);
+    BOOST_TEST(seen[0].second == seen[1].first);
+    BOOST_TEST(seen[1].second == n);
+    if (call == 0) BOOST_TEST(seen[0].second == n / 2);  // no measurement yet: even
+    if (call == 7) BOOST_TEST(seen[0].second <= 12u, "first shard " << seen[0].second);
+  }
+}
+
+// The gradient of an uneven, adaptive split is still the batch's, up to rounding: shards of 16 and
+// 48 (the speeds measured above are kept per calling thread; here they are made anew).
+BOOST_AUTO_TEST_CASE(adaptive_split_gradients_match_one_backward) {
+  Threads two(2);
+  SplitScope adaptive(ShardSplit::adaptive);
+  for (int call = 0; call < 6; ++call)
+    sharded_forward<float>(64, [&](std::size_t begin, std::size_t end) {
+      std::this_thread::sleep_for(std::chrono::microseconds(begin == 0 ? 300 : 50) * (end - begin));
+      return Variable<float>(filled_tensor<float>({end - begin, 1}, 1.f));
+    });
+  std::vector<std::size_t> first;
+  check_sharded_matches_whole<float>(64, 1e-5, &first);
+  BOOST_REQUIRE(first.size() == 1u);
+  BOOST_TEST(first[0] < 32u, "first shard " << first[0]);
+  check_sharded_matches_whole<double>(16, 1e-12);
 }
 
 BOOST_AUTO_TEST_CASE(sharded_gradients_match_one_backward_double) {

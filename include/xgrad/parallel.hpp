@@ -28,17 +28,45 @@ constexpr std::size_t kMinShard = 4;
 std::vector<std::pair<std::size_t, std::size_t>> shard_ranges(std::size_t n, int max_shards,
                                                               std::size_t min_shard = kMinShard);
 
+/// [begin, end) of shares.size() shards of n samples, in order, sized in proportion to `shares`
+/// (each clamped to between half and 1.5 times an even share, then normalised), every shard at
+/// least min_shard samples, rounded by largest remainder so the sizes sum to n. Throws
+/// xgrad::Error when there are no shares, a share is not positive and finite, or the shards
+/// cannot all get min_shard samples.
+std::vector<std::pair<std::size_t, std::size_t>> weighted_shard_ranges(
+    std::size_t n, const std::vector<double>& shares, std::size_t min_shard = kMinShard);
+
+/// How sharded_backward and sharded_forward split a batch between the threads.
+enum class ShardSplit {
+  /// shard_ranges: sizes differ by at most one, so results depend on the thread count but not on
+  /// timing (the default).
+  even,
+  /// weighted_shard_ranges, with each thread's share of the work following its measured speed (an
+  /// average of its samples per second over the last calls, kept per calling thread). A step no
+  /// longer waits as long for a thread that runs slower for a while, as a vCPU does when its host
+  /// is busy: on the 2-vCPU EPYC, where the slower shard's thread finished 15% later than the
+  /// other on average in a noisy stretch, (README, performance). Shard sizes, and so the order of
+  /// the float sums, then depend on timing: results agree with an even split to float rounding,
+  /// but are not bit-identical from run to run.
+  adaptive,
+};
+/// Sets the split for every later sharded_backward and sharded_forward (process-wide).
+void set_shard_split(ShardSplit split);
+ShardSplit shard_split();
+
 /// Computes a value from samples [begin, end) of a batch. Called in a shard's own thread.
 template <class T>
 using ShardFn = std::function<Variable<T>(std::size_t begin, std::size_t end)>;
 
 /// One backward pass over a batch of n samples, sharded over the OpenMP threads (num_threads()).
 ///
-/// For the shards s = [b_s, e_s) of shard_ranges(n, num_threads(), min_shard), each thread builds
+/// For the shards s = [b_s, e_s) of shard_ranges(n, num_threads(), min_shard) (or, with
+/// ShardSplit::adaptive, as many shards sized by the threads' speeds), each thread builds
 /// its own graph L_s = shard_loss(b_s, e_s) (a scalar) and runs backward on it with the seed n_s /
 /// n, where n_s = e_s - b_s, into a LeafGradients of its own. Then each leaf gets the sum over the
-/// shards, in shard order (LeafGradients::apply_sum: through its hooks once, into `.grad`), so the
-/// result depends on the thread count but not on timing. The total is the gradient of
+/// shards, in shard order (LeafGradients::apply_sum: through its hooks once, into `.grad`), so with
+/// the even split the result depends on the thread count but not on timing. The total is the
+/// gradient of
 ///     L = Σ_s (n_s / n) · L_s,
 /// which is returned. When L_s is a mean over its samples (cross_entropy), L is the mean over the
 /// batch and the gradient equals that of one backward of shard_loss(0, n), up to float rounding.
