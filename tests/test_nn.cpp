@@ -3,7 +3,10 @@
 
 #include "test_util.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <random>
 #include <set>
 
 #include <xgrad/nn/nn.hpp>
@@ -151,6 +154,63 @@ BOOST_AUTO_TEST_CASE(make_model_rejects_unknown_names_listing_valid_ones) {
 }
 
 // ------------------------------------------------------------------------- parameter counts
+
+namespace {
+
+// Bit-for-bit equality of two float tensors of one shape.
+bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
+  return shape_of(a) == shape_of(b) && std::equal(a.begin(), a.end(), b.begin());
+}
+
+// The model's logits and parameter gradients against the layer order as specified (each ReLU
+// before its max-pool), computed with the functional ops on the model's own parameters.
+void check_against_spec_order(
+    Sequential<float>& model,
+    const std::function<Variable<float>(const Variable<float>&,
+                                        const std::vector<Variable<float>>&)>& spec) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  Tensor<float> x = empty_tensor<float>({5, 1, 28, 28});
+  for (float& v : x) v = normal(rng);
+  const std::vector<Variable<float>> params = model.parameters();
+  const Variable<float> ours = model.forward(Variable<float>(x));
+  const Variable<float> theirs = spec(Variable<float>(x), params);
+  BOOST_TEST(same_bits(ours.value(), theirs.value()), "logits differ");
+  Tensor<float> g = empty_tensor<float>(shape_of(ours.value()));
+  for (float& v : g) v = normal(rng);
+  model.zero_grad();
+  ours.backward(g);
+  std::vector<Tensor<float>> grads;
+  for (const Variable<float>& p : params) grads.push_back(p.grad());
+  model.zero_grad();
+  theirs.backward(g);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    BOOST_TEST(same_bits(params[i].grad(), grads[i]), "gradient of parameter " << i << " differs");
+}
+
+}  // namespace
+
+// lenet5() and convnet() apply each ReLU after the max-pool it precedes in the specification; the
+// logits and gradients are still those of the specified order, bit for bit.
+BOOST_AUTO_TEST_CASE(reference_models_compute_the_specified_order) {
+  const Pool2DParams pool{{2, 2}, {2, 2}, {0, 0}};
+  manual_seed(21);
+  auto net = lenet5<float>();
+  check_against_spec_order(*net, [&](const Variable<float>& x,
+                                     const std::vector<Variable<float>>& p) {
+    Variable<float> h = max_pool2d(relu(conv2d(x, p[0], p[1], Conv2DParams{{1, 1}, {2, 2}})), pool);
+    h = flatten(max_pool2d(relu(conv2d(h, p[2], p[3])), pool));
+    h = relu(linear(relu(linear(h, p[4], p[5])), p[6], p[7]));
+    return linear(h, p[8], p[9]);
+  });
+  auto conv = convnet<float>();
+  check_against_spec_order(
+      *conv, [&](const Variable<float>& x, const std::vector<Variable<float>>& p) {
+        Variable<float> h = relu(conv2d(relu(conv2d(x, p[0], p[1])), p[2], p[3]));
+        h = flatten(max_pool2d(h, pool));
+        return linear(relu(linear(h, p[4], p[5])), p[6], p[7]);
+      });
+}
 
 BOOST_AUTO_TEST_CASE(lenet5_has_61706_parameters) {
   BOOST_TEST(lenet5<double>()->parameter_count() == 61706u);

@@ -5,6 +5,7 @@
 
 #include "test_util.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -191,6 +192,46 @@ BOOST_AUTO_TEST_CASE(ties_go_to_the_first_maximum) {
       BOOST_REQUIRE(dx.data()[i] == ((r % 2 == 0 && c % 2 == 0) ? 1.0 : 0.0));
     }
   }
+}
+
+namespace {
+
+// relu(max_pool2d(x)) against max_pool2d(relu(x)): the same values and the same gradient, bit for
+// bit, on small integers (many ties, zeros, windows with no positive value) and on continuous
+// values. The reference models rely on it (nn::lenet5 applies each ReLU after its pool).
+template <class T>
+void check_relu_commutes_with_max_pool(const Shape& shape, const Pool2DParams& p, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> small(-3, 2);
+  std::uniform_real_distribution<double> wide(-1.0, 1.0);
+  for (const bool ties : {true, false}) {
+    Tensor<T> x = empty_tensor<T>(shape);
+    for (T& v : x) v = ties ? T(small(rng)) : T(wide(rng));
+    Variable<T> a(x, true, "a"), b(x, true, "b");
+    const Variable<T> pool_first = relu(max_pool2d(a, p));
+    const Variable<T> relu_first = max_pool2d(relu(b), p);
+    BOOST_REQUIRE(shape_of(pool_first.value()) == shape_of(relu_first.value()));
+    Tensor<T> g = empty_tensor<T>(shape_of(pool_first.value()));
+    for (T& v : g) v = T(wide(rng));
+    pool_first.backward(g);
+    relu_first.backward(g);
+    BOOST_TEST(std::equal(pool_first.value().begin(), pool_first.value().end(),
+                          relu_first.value().begin()),
+               shape_str(shape) << (ties ? " ties" : " continuous") << ": values differ");
+    BOOST_TEST(std::equal(a.grad().begin(), a.grad().end(), b.grad().begin()),
+               shape_str(shape) << (ties ? " ties" : " continuous") << ": gradients differ");
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(relu_commutes_with_max_pool) {
+  const Pool2DParams k2{{2, 2}, {2, 2}, {0, 0}};
+  check_relu_commutes_with_max_pool<float>({4, 6, 28, 28}, k2, 1);  // the AVX2 / AVX-512 kernel
+  check_relu_commutes_with_max_pool<float>({3, 5, 10, 9}, k2, 2);   // odd width, short rows
+  check_relu_commutes_with_max_pool<double>({2, 3, 8, 8}, k2, 3);
+  // Overlapping windows with padding (padding never wins a max): the general kernel.
+  check_relu_commutes_with_max_pool<float>({2, 4, 9, 11}, Pool2DParams{{3, 3}, {2, 2}, {1, 1}}, 4);
 }
 
 BOOST_AUTO_TEST_CASE(max_pool_propagates_nan) {

@@ -26,15 +26,20 @@ std::shared_ptr<Module<T>> max_pool(int k) {
 
 }  // namespace
 
+// LeNet-5 and the convnet apply each ReLU that precedes a max-pool after it instead: ReLU is
+// non-decreasing, so relu(maxpool(x)) = maxpool(relu(x)), values and gradients (test_pool,
+// test_nn), and the ReLU runs on a quarter of the values. On the EPYC this took LeNet-5's training
+// step at batch 64 on 1 thread from 2,691-2,968 to 2,619-2,680 us (10th percentiles, 4
+// alternating pairs).
 template <class T>
 std::shared_ptr<Sequential<T>> lenet5() {
   auto m = std::make_shared<Sequential<T>>();
   m->add(conv<T>(1, 6, 5, 2))
-      .add(relu_layer<T>())
       .add(max_pool<T>(2))
+      .add(relu_layer<T>())
       .add(conv<T>(6, 16, 5))
-      .add(relu_layer<T>())
       .add(max_pool<T>(2))
+      .add(relu_layer<T>())
       .add(std::make_shared<Flatten<T>>())
       .add(std::make_shared<Linear<T>>(400, 120))
       .add(relu_layer<T>())
@@ -50,8 +55,8 @@ std::shared_ptr<Sequential<T>> convnet() {
   m->add(conv<T>(1, 32, 3))
       .add(relu_layer<T>())
       .add(conv<T>(32, 64, 3))
-      .add(relu_layer<T>())
       .add(max_pool<T>(2))
+      .add(relu_layer<T>())
       .add(std::make_shared<Flatten<T>>())
       .add(std::make_shared<Linear<T>>(9216, 128))
       .add(relu_layer<T>())

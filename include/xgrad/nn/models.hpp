@@ -11,12 +11,15 @@
 namespace xgrad::nn {
 
 /// LeNet-5 (ReLU, max pool): conv 6@5x5 pad 2, ReLU, maxpool 2, conv 16@5x5, ReLU, maxpool 2,
-/// flatten, 400->120, ReLU, 120->84, ReLU, 84->10. 61,706 parameters.
+/// flatten, 400->120, ReLU, 120->84, ReLU, 84->10. 61,706 parameters. Each ReLU before a max-pool
+/// is applied after it (layers conv, maxpool, ReLU): the same function, values and gradients,
+/// since ReLU is non-decreasing (for inputs without NaN), with the ReLU on a quarter of the values.
 template <class T>
 std::shared_ptr<Sequential<T>> lenet5();
 
 /// The PyTorch MNIST example without dropout: conv 32@3x3, ReLU, conv 64@3x3, ReLU, maxpool 2,
-/// flatten, 9216->128, ReLU, 128->10. 1,199,882 parameters.
+/// flatten, 9216->128, ReLU, 128->10. 1,199,882 parameters. As in lenet5(), the second ReLU is
+/// applied after the max-pool.
 template <class T>
 std::shared_ptr<Sequential<T>> convnet();
 
