@@ -155,6 +155,7 @@ Ranges weighted_shard_ranges(std::size_t n, const std::vector<double>& shares,
 
 void set_shard_split(ShardSplit split) {
   g_split.store(split);
+  t_speed_shares.clear();
 }
 ShardSplit shard_split() {
   return g_split.load();

@@ -167,7 +167,7 @@ BOOST_AUTO_TEST_CASE(adaptive_split_gives_a_slow_thread_fewer_samples) {
 }
 
 // The gradient of an uneven, adaptive split is still the batch's, up to rounding: shards of 16 and
-// 48 (the speeds measured above are kept per calling thread; here they are made anew).
+// 48 (set_shard_split forgets the speeds measured before, so each test starts from even).
 BOOST_AUTO_TEST_CASE(adaptive_split_gradients_match_one_backward) {
   Threads two(2);
   SplitScope adaptive(ShardSplit::adaptive);

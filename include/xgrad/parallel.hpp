@@ -51,7 +51,8 @@ enum class ShardSplit {
   /// bit-identical from run to run.
   adaptive,
 };
-/// Sets the split for every later sharded_backward and sharded_forward (process-wide).
+/// Sets the split for every later sharded_backward and sharded_forward (process-wide), and forgets
+/// the speeds the calling thread has measured so far.
 void set_shard_split(ShardSplit split);
 ShardSplit shard_split();
 
