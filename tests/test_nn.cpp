@@ -153,7 +153,7 @@ BOOST_AUTO_TEST_CASE(make_model_rejects_unknown_names_listing_valid_ones) {
   }
 }
 
-// ------------------------------------------------------------------------- parameter counts
+// ------------------------------------------------------------------ the reference models' order
 
 namespace {
 
@@ -211,6 +211,8 @@ BOOST_AUTO_TEST_CASE(reference_models_compute_the_specified_order) {
         return linear(relu(linear(h, p[4], p[5])), p[6], p[7]);
       });
 }
+
+// ------------------------------------------------------------------------- parameter counts
 
 BOOST_AUTO_TEST_CASE(lenet5_has_61706_parameters) {
   BOOST_TEST(lenet5<double>()->parameter_count() == 61706u);
