@@ -516,20 +516,31 @@ void tap_offsets(const ConvGeom& g, Index* off) {
       for (int q = 0; q < g.kw; ++q) off[t++] = ci * plane + Index(p) * g.wp + q;
 }
 
+namespace {
+
+// The row kernel: two blocks when a row needs them (a tap then loads 2 input vectors for up to
+// kAccumulators FMAs: 24 with AVX-512, 12 with AVX2), else one.
+void direct_forward_rows(const float* xp, const float* wt, const float* b, float* y,
+                         const ConvGeom& g, const Index* off, const int* row_taps = nullptr) {
+  if (g.wo > W)
+    direct_forward_jb<false, 2>(xp, wt, b, y, g, off, row_taps);
+  else
+    direct_forward_jb<false, 1>(xp, wt, b, y, g, off, row_taps);
+}
+
+}  // namespace
+
 void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g) {
   Index off[kDirectMaxK];
   tap_offsets(g, off);
-  // Strips when whole-row blocks waste more lanes (strip_pays); else two blocks when a row needs
-  // them: a tap then loads 2 input vectors for up to kAccumulators FMAs (24 with AVX-512, 12 with
-  // AVX2). (On the AVX-512 Xeon the convnet's conv1, 32 channels, was bound by storing its 5.5 MB
-  // output: 60 GFLOP/s, 105 when the stores stayed in L1. On the AVX2 EPYC it is not: 4 images,
-  // whose output fits in L2, ran no faster per image than 64.)
+  // Strips when whole-row blocks waste more lanes (strip_pays); else the row kernel. (On the
+  // AVX-512 Xeon the convnet's conv1, 32 channels, was bound by storing its 5.5 MB output: 60
+  // GFLOP/s, 105 when the stores stayed in L1. On the AVX2 EPYC it is not: 4 images, whose output
+  // fits in L2, ran no faster per image than 64.)
   if (strip_pays(g))
     direct_forward_jb<true, kStripBlocks>(xp, wt, b, y, g, off);
-  else if (g.wo > W)
-    direct_forward_jb<false, 2>(xp, wt, b, y, g, off);
   else
-    direct_forward_jb<false, 1>(xp, wt, b, y, g, off);
+    direct_forward_rows(xp, wt, b, y, g, off);
 }
 
 std::size_t direct_dx_buffer(const ConvGeom& g) {
@@ -578,10 +589,7 @@ void direct_dx(const float* gy, const float* wf, float* buf, float* dxp, const C
     row_taps[2 * std::size_t(y)] = std::max(0, g.kh - 1 - y) * per_row;
     row_taps[2 * std::size_t(y) + 1] = (std::min(g.kh - 1, g.kh - 2 + g.ho - y) + 1) * per_row;
   }
-  if (t.wo > W)
-    direct_forward_jb<false, 2>(buf, wf, nullptr, dxp, t, off, row_taps.data());
-  else
-    direct_forward_jb<false, 1>(buf, wf, nullptr, dxp, t, off, row_taps.data());
+  direct_forward_rows(buf, wf, nullptr, dxp, t, off, row_taps.data());
 }
 
 // One image's contribution to the lane-wise accumulators vacc (co·k·W floats).

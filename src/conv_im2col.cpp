@@ -120,17 +120,32 @@ inline int col2im_row_sources(const float* col, const ConvGeom& g, int i0, int i
   }
   return count;
 }
+
+// Calls row(d, from, count) for every destination row of the band [i0, i1): d the row (channel
+// ci < cg, padded row r) in dxp, and from / count its column rows (col2im_row_sources). Rows go
+// even then odd, so a row is never loaded right after its neighbour's overlapping store (a
+// store-forwarding stall for masked accesses).
+template <class RowFn>
+inline void for_each_col2im_row(const float* col, const ConvGeom& g, int i0, int i1, float* dxp,
+                                Index lt, const RowFn& row) {
+  const Index plane = Index(g.hp) * g.wp;
+  const int r0 = i0 * g.sh, r1 = (i1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  for (int ci = 0; ci < g.cg; ++ci)
+    for (int parity = 0; parity < 2; ++parity)
+      for (int r = r0 + parity; r < r1; r += 2) {
+        const float* from[kCol2imMaxKh];
+        const int count = col2im_row_sources(col, g, i0, i1, lt, ci, r, from);
+        row(dxp + ci * plane + Index(r) * g.wp, from, count);
+      }
+}
 #endif
 
 #ifdef __AVX512F__
 // col2im_band for float, column stride 1 and no column dilation. Each destination row is loaded
 // and stored once per band: its kh·kw contributions (shifted column rows) are summed in
-// registers, 16 lanes at a time. Rows go even then odd, so a row is never loaded right after
-// its neighbour's overlapping store (a store-forwarding stall for masked accesses).
+// registers, 16 lanes at a time.
 void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* dxp, Index lt) {
-  const Index plane = Index(g.hp) * g.wp;
   const int span = g.wo + g.kw - 1;  // destination columns touched per row
-  const int r0 = i0 * g.sh, r1 = (i1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
   const int chunks = (span + 15) / 16;
   // masks[c·kw + q]: lanes x of chunk c with 0 <= 16c + x - q < wo, which take row q's element
   // 16c + x - q.
@@ -142,31 +157,26 @@ void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* 
           hi <= lo ? __mmask16(0)
                    : __mmask16((hi >= 16 ? 0xFFFFu : (1u << hi) - 1) & ~((1u << lo) - 1));
     }
-  for (int ci = 0; ci < g.cg; ++ci)
-    for (int parity = 0; parity < 2; ++parity)
-      for (int r = r0 + parity; r < r1; r += 2) {
-        const float* from[kCol2imMaxKh];
-        const int count = col2im_row_sources(col, g, i0, i1, lt, ci, r, from);
-        float* d = dxp + ci * plane + Index(r) * g.wp;
-        for (int c = 0; c < chunks; ++c) {
-          const int c0 = 16 * c;
-          const int n = std::min(16, span - c0);
-          const __mmask16 ms = __mmask16(n >= 16 ? 0xFFFFu : (1u << n) - 1);
-          const __mmask16* mq = masks.data() + std::size_t(c) * std::size_t(g.kw);
-          // Two accumulators halve the dependent add chain (kh·kw adds per row).
-          __m512 va = _mm512_maskz_loadu_ps(ms, d + c0), vb = _mm512_setzero_ps();
-          for (int k = 0; k < count; ++k) {
-            const float* rows = from[k] + c0;
-            int q = 0;
-            for (; q + 1 < g.kw; q += 2) {
-              va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
-              vb = _mm512_add_ps(vb, _mm512_maskz_loadu_ps(mq[q + 1], rows + (q + 1) * lt - q - 1));
-            }
-            if (q < g.kw) va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
-          }
-          _mm512_mask_storeu_ps(d + c0, ms, _mm512_add_ps(va, vb));
+  for_each_col2im_row(col, g, i0, i1, dxp, lt, [&](float* d, const float* const* from, int count) {
+    for (int c = 0; c < chunks; ++c) {
+      const int c0 = 16 * c;
+      const int n = std::min(16, span - c0);
+      const __mmask16 ms = __mmask16(n >= 16 ? 0xFFFFu : (1u << n) - 1);
+      const __mmask16* mq = masks.data() + std::size_t(c) * std::size_t(g.kw);
+      // Two accumulators halve the dependent add chain (kh·kw adds per row).
+      __m512 va = _mm512_maskz_loadu_ps(ms, d + c0), vb = _mm512_setzero_ps();
+      for (int k = 0; k < count; ++k) {
+        const float* rows = from[k] + c0;
+        int q = 0;
+        for (; q + 1 < g.kw; q += 2) {
+          va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
+          vb = _mm512_add_ps(vb, _mm512_maskz_loadu_ps(mq[q + 1], rows + (q + 1) * lt - q - 1));
         }
+        if (q < g.kw) va = _mm512_add_ps(va, _mm512_maskz_loadu_ps(mq[q], rows + q * lt - q));
       }
+      _mm512_mask_storeu_ps(d + c0, ms, _mm512_add_ps(va, vb));
+    }
+  });
 }
 #elif defined(__AVX2__)
 // The same for AVX2, 8 lanes at a time, for rows that span at least 8 columns. A row's last chunk
@@ -177,9 +187,7 @@ void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* 
 // vectors: col2im took 10.3% of LeNet's training profile (1 thread), 7.1% with this kernel, and
 // the 64-image step's 10th percentile went from 2.95-3.05 to 2.83-2.87 ms (4 alternating runs).
 void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* dxp, Index lt) {
-  const Index plane = Index(g.hp) * g.wp;
   const int span = g.wo + g.kw - 1;  // destination columns touched per row, >= 8
-  const int r0 = i0 * g.sh, r1 = (i1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;
   const int chunks = (span + 7) / 8;
   const auto start = [span](int c) { return std::min(8 * c, span - 8); };
   // masks[c·kw + q]: lanes x of chunk c with 0 <= start(c) + x - q < wo, which take row q's
@@ -196,34 +204,27 @@ void col2im_band_s1(const float* col, const ConvGeom& g, int i0, int i1, float* 
           _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), lane),
                               _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), lane));
     }
-  for (int ci = 0; ci < g.cg; ++ci)
-    for (int parity = 0; parity < 2; ++parity)
-      for (int r = r0 + parity; r < r1; r += 2) {
-        const float* from[kCol2imMaxKh];
-        const int count = col2im_row_sources(col, g, i0, i1, lt, ci, r, from);
-        float* d = dxp + ci * plane + Index(r) * g.wp;
-        const auto sum_chunk = [&](int c) {
-          const int c0 = start(c);
-          const Mask* mq = masks.data() + std::size_t(c) * std::size_t(g.kw);
-          // Two accumulators halve the dependent add chain (kh·kw adds per row).
-          __m256 va = _mm256_loadu_ps(d + c0), vb = _mm256_setzero_ps();
-          for (int k = 0; k < count; ++k) {
-            const float* rows = from[k] + c0;
-            int q = 0;
-            for (; q + 1 < g.kw; q += 2) {
-              va = _mm256_add_ps(va, _mm256_maskload_ps(rows + q * lt - q, mq[q].lanes));
-              vb = _mm256_add_ps(vb,
-                                 _mm256_maskload_ps(rows + (q + 1) * lt - q - 1, mq[q + 1].lanes));
-            }
-            if (q < g.kw)
-              va = _mm256_add_ps(va, _mm256_maskload_ps(rows + q * lt - q, mq[q].lanes));
-          }
-          return _mm256_add_ps(va, vb);
-        };
-        const __m256 last = sum_chunk(chunks - 1);
-        for (int c = 0; c + 1 < chunks; ++c) _mm256_storeu_ps(d + start(c), sum_chunk(c));
-        _mm256_storeu_ps(d + start(chunks - 1), last);
+  for_each_col2im_row(col, g, i0, i1, dxp, lt, [&](float* d, const float* const* from, int count) {
+    const auto sum_chunk = [&](int c) {
+      const int c0 = start(c);
+      const Mask* mq = masks.data() + std::size_t(c) * std::size_t(g.kw);
+      // Two accumulators halve the dependent add chain (kh·kw adds per row).
+      __m256 va = _mm256_loadu_ps(d + c0), vb = _mm256_setzero_ps();
+      for (int k = 0; k < count; ++k) {
+        const float* rows = from[k] + c0;
+        int q = 0;
+        for (; q + 1 < g.kw; q += 2) {
+          va = _mm256_add_ps(va, _mm256_maskload_ps(rows + q * lt - q, mq[q].lanes));
+          vb = _mm256_add_ps(vb, _mm256_maskload_ps(rows + (q + 1) * lt - q - 1, mq[q + 1].lanes));
+        }
+        if (q < g.kw) va = _mm256_add_ps(va, _mm256_maskload_ps(rows + q * lt - q, mq[q].lanes));
       }
+      return _mm256_add_ps(va, vb);
+    };
+    const __m256 last = sum_chunk(chunks - 1);
+    for (int c = 0; c + 1 < chunks; ++c) _mm256_storeu_ps(d + start(c), sum_chunk(c));
+    _mm256_storeu_ps(d + start(chunks - 1), last);
+  });
 }
 #endif
 
