@@ -251,7 +251,7 @@ void max_pool_2x2_plane_backward(const PoolGeometry& s, const float* __restrict 
       const int j = chunk_start(j0, s.wo);
       const int r = whole ? 8 : std::min(8, s.wo - j);
       std::uint64_t bytes = 0;
-      if (whole)
+      if (whole)  // r == 8, but a copy of constant size is one load, not a call to memcpy
         std::memcpy(&bytes, cr + j, 8);
       else
         std::memcpy(&bytes, cr + j, std::size_t(r));

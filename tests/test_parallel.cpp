@@ -130,10 +130,13 @@ BOOST_AUTO_TEST_CASE(weighted_shard_ranges_follow_the_shares) {
 
 namespace {
 
-// Sets the split for one test and restores the default.
+// Sets the split for one test; the previous one is restored on leaving (as Threads does).
 struct SplitScope {
+  ShardSplit previous = shard_split();
   explicit SplitScope(ShardSplit s) { set_shard_split(s); }
-  ~SplitScope() { set_shard_split(ShardSplit::even); }
+  ~SplitScope() { set_shard_split(previous); }
+  SplitScope(const SplitScope&) = delete;
+  SplitScope& operator=(const SplitScope&) = delete;
 };
 
 }  // namespace
