@@ -51,6 +51,18 @@ def run(cmd):
     return proc.stdout
 
 
+def run_concurrently(cmds):
+    """Starts every command at once and returns their stdouts, in order, once all have ended; a
+    failure raises with the end of its stderr."""
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                              text=True) for cmd in cmds]
+    outs = [proc.communicate() for proc in procs]
+    for cmd, proc, (_, err) in zip(cmds, procs, outs):
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+    return [out for out, _ in outs]
+
+
 def run_with_rss(cmd):
     """Runs cmd and returns (stdout, peak RSS in MB) through wait4's resource usage."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, text=True)
@@ -133,6 +145,10 @@ def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
     through phases about 1.5x slower, and a 2-thread step waits for the slower thread. Each repeat
     also times the sgemm ceiling (bench_conv --ceiling) on 1 and 2 threads first: two independent
     sgemms, the machine's own speed-up for work that needs no synchronisation at that moment.
+    After xgrad's 1-thread run comes the same model in two 1-thread processes at once, each with
+    half the batch: their summed img/s over the 1-thread run's is the speed-up this workload gets
+    from the machine when nothing is shared, no gradients are summed and no thread waits for the
+    other, the ceiling for the sharded 2-thread step.
     With the adaptive split (--split adaptive), xgrad's 2-thread run is followed by one with the
     even split ("xgrad_even"), for comparison."""
     ips = {("xgrad", 1): [], ("xgrad", 2): [], ("torch", 1): [], ("torch", 2): []}
@@ -140,7 +156,7 @@ def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
     if compare_even:
         ips[("xgrad_even", 2)] = []
     p10 = {key: [] for key in ips}
-    sgemm = []
+    sgemm, processes = [], []
     for _ in range(repeats):
         one, two = (gflops(run([BENCH_CONV, "--ceiling", "1", "--threads", str(t), "--repeats", "3"]))
                     for t in (1, 2))
@@ -154,6 +170,9 @@ def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
                 out = run(xgrad_cmd(model, mode, threads, batch, seconds, who))
             ips[(who, threads)].append(img_per_s(out))
             p10[(who, threads)].append(step_p10(out))
+            if (who, threads) == ("xgrad", 1):
+                pair = run_concurrently([xgrad_cmd(model, mode, 1, batch // 2, seconds)] * 2)
+                processes.append(sum(img_per_s(out) for out in pair) / ips[(who, threads)][-1])
 
     def speedup(who, one_thread=None):
         one_thread = one_thread or who
@@ -165,7 +184,7 @@ def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
 
     even = speedup("xgrad_even", "xgrad")[0] if compare_even else None
     speedups[f"{model}_{mode}"] = (speedup("xgrad"), speedup("torch"), statistics.median(sgemm),
-                                   even)
+                                   statistics.median(processes), even)
     median = lambda v: statistics.median(v) if v else None
     results = {f"{model}_{mode}_{t}t": (median(ips[("xgrad", t)]), median(ips[("torch", t)]))
                for t in (1, 2)}
@@ -249,9 +268,10 @@ def main():
                 print(f"{name:<22}{ours:>10.0f}{(theirs or 0):>10.0f}{ratio}")
     for name, (ours, theirs) in results.items():
         line(name, ours, theirs)
-    for name, ((ours, ours_fast), (theirs, theirs_fast), sgemm, even) in speedups.items():
+    for name, ((ours, ours_fast), (theirs, theirs_fast), sgemm, processes, even) in speedups.items():
         print(f"bench {name}_thread_speedup xgrad={ours:.2f}"
               + (f" torch={theirs:.2f}" if theirs else "") + f" sgemm={sgemm:.2f}"
+              + f" two_processes={processes:.2f}"
               + (f" xgrad_even_split={even:.2f}" if even else ""))
         print(f"bench {name}_thread_speedup_fastest_steps xgrad={ours_fast:.2f}"
               + (f" torch={theirs_fast:.2f}" if theirs_fast else ""))
