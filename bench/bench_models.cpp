@@ -98,7 +98,7 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
   };
   const auto step = [&] {
     if (train) {
-      opt.zero_grad();
+      opt.zero_grad(/*set_to_none=*/true);  // as torch_bench.py's opt.zero_grad(set_to_none=True)
       if (a.shard)
         sharded_backward<float>(n, shard_loss);
       else

@@ -63,8 +63,15 @@ Tensor<T>& Variable<T>::mutable_grad() {
 }
 
 template <class T>
-void Variable<T>::zero_grad() {
-  if (checked().has_grad) impl_->grad.fill(T(0));
+void Variable<T>::zero_grad(bool set_to_none) {
+  VariableImpl<T>& impl = checked();
+  if (!impl.has_grad) return;
+  if (!set_to_none) {
+    impl.grad.fill(T(0));
+    return;
+  }
+  impl.grad = Tensor<T>();
+  impl.has_grad = false;
 }
 
 template <class T>

@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE engine
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+
 #include "test_util.hpp"
 
 #include <xgrad/xgrad.hpp>
@@ -51,6 +53,27 @@ BOOST_AUTO_TEST_CASE(gradients_accumulate_across_backward_calls_and_zero_grad_cl
   check_close(x.grad(), Tensor<double>{4.0, 8.0});
   x.zero_grad();
   check_close(x.grad(), Tensor<double>{0.0, 0.0});
+}
+
+BOOST_AUTO_TEST_CASE(zero_grad_set_to_none_drops_the_gradient) {
+  V x = leaf({1.0, 2.0}, "x");
+  x.zero_grad(true);  // no gradient yet: a no-op
+  BOOST_TEST(!x.has_grad());
+  sum(mul(x, x)).backward();
+  x.zero_grad(true);
+  BOOST_TEST(!x.has_grad());
+  BOOST_CHECK_EXCEPTION(x.grad(), Error, [](const Error& e) {
+    const std::string m = e.what();
+    return m.find("'x'") != std::string::npos && m.find("no gradient") != std::string::npos;
+  });
+  // The next backward stores its gradient: the same as after zero_grad(), not added to the last.
+  V y = leaf({1.0, 2.0}, "y");
+  sum(mul(y, y)).backward();
+  y.zero_grad();
+  sum(mul(x, mul(x, x))).backward();
+  sum(mul(y, mul(y, y))).backward();
+  check_close(x.grad(), Tensor<double>{3.0, 12.0});
+  BOOST_TEST(std::equal(x.grad().begin(), x.grad().end(), y.grad().begin()));
 }
 
 BOOST_AUTO_TEST_CASE(non_scalar_root_needs_a_seed_of_its_shape) {

@@ -276,6 +276,47 @@ BOOST_AUTO_TEST_CASE(params_without_grad_are_skipped) {
   BOOST_TEST(a.grad()(0) == 0.0);
 }
 
+// zero_grad(true) drops the gradients instead of zeroing them. For parameters the backward
+// reaches, the updates must not change, bit for bit; one it does not reach is skipped, as in
+// PyTorch, where zero_grad() would go on updating it with a zero gradient.
+BOOST_AUTO_TEST_CASE(zero_grad_set_to_none_gives_the_same_updates) {
+  for (int kind = 0; kind < 2; ++kind) {
+    V a(Tensor<double>{1.0, -2.0, 0.5}, true), b(Tensor<double>{3.0}, true);
+    V a2(a.value(), true), b2(b.value(), true);
+    std::unique_ptr<Optimizer<double>> o1, o2;
+    if (kind == 0) {
+      SGDOptions so;
+      so.lr = 0.1;
+      so.momentum = 0.9;
+      so.weight_decay = 0.01;
+      so.nesterov = true;
+      o1 = std::make_unique<SGD<double>>(std::vector<V>{a, b}, so);
+      o2 = std::make_unique<SGD<double>>(std::vector<V>{a2, b2}, so);
+    } else {
+      o1 = std::make_unique<Adam<double>>(std::vector<V>{a, b}, AdamOptions{});
+      o2 = std::make_unique<Adam<double>>(std::vector<V>{a2, b2}, AdamOptions{});
+    }
+    for (int step = 0; step < 4; ++step) {
+      // Step 0 reaches both parameters; the later steps reach only a.
+      o1->zero_grad();
+      o2->zero_grad(true);
+      const V c(Tensor<double>{0.3, -0.7, 1.1 * step}, false);
+      sum(mul(mul(a, a), c)).backward();
+      sum(mul(mul(a2, a2), c)).backward();
+      if (step == 0) {
+        sum(mul(b, b)).backward();
+        sum(mul(b2, b2)).backward();
+      }
+      BOOST_TEST(!b2.has_grad() == (step > 0));
+      o1->step();
+      o2->step();
+      BOOST_TEST(std::equal(a.value().begin(), a.value().end(), a2.value().begin()));
+    }
+    // b moved on after step 0 with zero_grad() (momentum or Adam's averages), not with (true).
+    BOOST_TEST(b.value()(0) != b2.value()(0));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(state_round_trip_continues_identically) {
   // Two parameters, one step each, export, import into a fresh optimiser over copies, then one
   // more identical step on both: the values must agree exactly.

@@ -52,7 +52,9 @@ inline std::size_t count_correct(const Tensor<float>& logits, const std::vector<
 /// kernels threading alone (./run.sh bench, README). Otherwise the kernels thread alone.
 inline double train_step(nn::Module<float>& model, optim::Optimizer<float>& opt,
                          const data::Batch<float>& batch, std::size_t* correct = nullptr) {
-  opt.zero_grad();
+  // Dropping the gradients saves filling them with zeros and adding the new ones to the zeros:
+  // for LeNet-5 at 2 threads, about 60 of a 2,000 us step (README, performance).
+  opt.zero_grad(/*set_to_none=*/true);
   double loss = 0.0;
   if (model.shardable()) {
     std::atomic<std::size_t> right{0};

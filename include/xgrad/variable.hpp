@@ -66,8 +66,11 @@ class Variable {
   /// The accumulated gradient; throws when backward has not reached this leaf.
   const Tensor<T>& grad() const;
   Tensor<T>& mutable_grad();
-  /// Sets an existing gradient to zeros (keeps its memory); a no-op without one.
-  void zero_grad();
+  /// Sets an existing gradient to zeros (keeps its memory); a no-op without one. With
+  /// set_to_none, drops it instead, like PyTorch's zero_grad(set_to_none=True): has_grad() turns
+  /// false, and the next backward stores its gradient where it would have added it to zeros, the
+  /// same values (0 + g = g, up to the sign of a zero) for one pass less over the memory.
+  void zero_grad(bool set_to_none = false);
 
   /// A new leaf sharing no graph with this one, with a copy of the value and no gradient.
   Variable detach() const;

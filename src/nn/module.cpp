@@ -137,8 +137,8 @@ std::size_t Module<T>::parameter_count() const {
 }
 
 template <class T>
-void Module<T>::zero_grad() {
-  for (auto& entry : named_parameters()) entry.second.zero_grad();
+void Module<T>::zero_grad(bool set_to_none) {
+  for (auto& entry : named_parameters()) entry.second.zero_grad(set_to_none);
 }
 
 template <class T>

@@ -68,8 +68,8 @@ Optimizer<T>::Optimizer(std::vector<Variable<T>> params, double lr, std::string 
 }
 
 template <class T>
-void Optimizer<T>::zero_grad() {
-  for (Variable<T>& p : params_) p.zero_grad();
+void Optimizer<T>::zero_grad(bool set_to_none) {
+  for (Variable<T>& p : params_) p.zero_grad(set_to_none);
 }
 
 template <class T>

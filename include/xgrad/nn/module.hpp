@@ -62,8 +62,9 @@ class Module {
 
   /// Total number of elements over parameters() (each shared Variable counted once).
   std::size_t parameter_count() const;
-  /// Clears the gradient of every parameter (keeps the memory).
-  void zero_grad();
+  /// Sets the gradient of every parameter to zeros (keeps the memory), or with set_to_none drops
+  /// it (Variable::zero_grad).
+  void zero_grad(bool set_to_none = false);
 
   /// The class name, "Conv2d".
   virtual std::string type_name() const { return "Module"; }

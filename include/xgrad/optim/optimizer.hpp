@@ -34,8 +34,12 @@ class Optimizer {
 
   /// One update of every parameter that has a gradient.
   virtual void step() = 0;
-  /// Sets every existing gradient to zeros (keeps its memory, like PyTorch's set_to_none=False).
-  void zero_grad();
+  /// Sets every existing gradient to zeros (keeps its memory, like PyTorch's set_to_none=False),
+  /// or with set_to_none drops them (Variable::zero_grad). The updates are the same for every
+  /// parameter the next backward reaches. One it does not reach is still updated with a zero
+  /// gradient after zero_grad() (momentum and weight decay go on), and skipped by step() after
+  /// zero_grad(true), as in PyTorch.
+  void zero_grad(bool set_to_none = false);
 
   double lr() const { return lr_; }
   /// Throws xgrad::Error on a negative or non-finite value.
