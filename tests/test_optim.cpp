@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <xgrad/optim/optimizer.hpp>
@@ -34,6 +36,19 @@ const Tensor<double>* find_state(const NamedTensors<double>& s, const std::strin
   for (const auto& [n, t] : s)
     if (n == name) return &t;
   return nullptr;
+}
+
+using OptimizerPtr = std::unique_ptr<Optimizer<double>>;
+
+// Two optimisers of one kind over two lists of parameters, for tests that run the same updates
+// twice: kind 0 is SGD with `sgd`, kind 1 Adam with its defaults.
+std::pair<OptimizerPtr, OptimizerPtr> twin_optimizers(int kind, std::vector<V> first,
+                                                      std::vector<V> second,
+                                                      const SGDOptions& sgd) {
+  if (kind == 0)
+    return {std::make_unique<SGD<double>>(first, sgd), std::make_unique<SGD<double>>(second, sgd)};
+  return {std::make_unique<Adam<double>>(first, AdamOptions{}),
+          std::make_unique<Adam<double>>(second, AdamOptions{})};
 }
 
 }  // namespace
@@ -283,19 +298,12 @@ BOOST_AUTO_TEST_CASE(zero_grad_set_to_none_gives_the_same_updates) {
   for (int kind = 0; kind < 2; ++kind) {
     V a(Tensor<double>{1.0, -2.0, 0.5}, true), b(Tensor<double>{3.0}, true);
     V a2(a.value(), true), b2(b.value(), true);
-    std::unique_ptr<Optimizer<double>> o1, o2;
-    if (kind == 0) {
-      SGDOptions so;
-      so.lr = 0.1;
-      so.momentum = 0.9;
-      so.weight_decay = 0.01;
-      so.nesterov = true;
-      o1 = std::make_unique<SGD<double>>(std::vector<V>{a, b}, so);
-      o2 = std::make_unique<SGD<double>>(std::vector<V>{a2, b2}, so);
-    } else {
-      o1 = std::make_unique<Adam<double>>(std::vector<V>{a, b}, AdamOptions{});
-      o2 = std::make_unique<Adam<double>>(std::vector<V>{a2, b2}, AdamOptions{});
-    }
+    SGDOptions so;
+    so.lr = 0.1;
+    so.momentum = 0.9;
+    so.weight_decay = 0.01;
+    so.nesterov = true;
+    auto [o1, o2] = twin_optimizers(kind, {a, b}, {a2, b2}, so);
     for (int step = 0; step < 4; ++step) {
       // Step 0 reaches both parameters; the later steps reach only a.
       o1->zero_grad();
@@ -323,17 +331,10 @@ BOOST_AUTO_TEST_CASE(state_round_trip_continues_identically) {
   for (int kind = 0; kind < 2; ++kind) {
     V a(Tensor<double>{1.0, 2.0}, true), b(Tensor<double>{{-1.0, 0.5}}, true);
     V a2(a.value(), true), b2(b.value(), true);
-    std::unique_ptr<Optimizer<double>> o1, o2;
-    if (kind == 0) {
-      SGDOptions so;
-      so.lr = 0.1;
-      so.momentum = 0.9;
-      o1 = std::make_unique<SGD<double>>(std::vector<V>{a, b}, so);
-      o2 = std::make_unique<SGD<double>>(std::vector<V>{a2, b2}, so);
-    } else {
-      o1 = std::make_unique<Adam<double>>(std::vector<V>{a, b}, AdamOptions{});
-      o2 = std::make_unique<Adam<double>>(std::vector<V>{a2, b2}, AdamOptions{});
-    }
+    SGDOptions so;
+    so.lr = 0.1;
+    so.momentum = 0.9;
+    auto [o1, o2] = twin_optimizers(kind, {a, b}, {a2, b2}, so);
     set_grad(a, Tensor<double>{0.3, -0.2});
     set_grad(b, Tensor<double>{{0.1, 0.7}});
     o1->step();
