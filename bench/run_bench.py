@@ -268,6 +268,11 @@ def main():
                 print(f"{name:<22}{ours:>10.0f}{(theirs or 0):>10.0f}{ratio}")
     for name, (ours, theirs) in results.items():
         line(name, ours, theirs)
+    print("\n== Speed-up from 1 to 2 threads (median of the repeats' own ratios) ==")
+    print(f"{'figure':<16}{'xgrad':>8}{'even':>8}{'torch':>8}{'2 procs':>9}{'2 sgemms':>10}")
+    fmt = lambda v, width: f"{v:>{width}.2f}" if v else f"{'-':>{width}}"
+    for name, ((ours, _), (theirs, _), sgemm, processes, even) in speedups.items():
+        print(f"{name:<16}{ours:>8.2f}{fmt(even, 8)}{fmt(theirs, 8)}{processes:>9.2f}{sgemm:>10.2f}")
     for name, ((ours, ours_fast), (theirs, theirs_fast), sgemm, processes, even) in speedups.items():
         print(f"bench {name}_thread_speedup xgrad={ours:.2f}"
               + (f" torch={theirs:.2f}" if theirs else "") + f" sgemm={sgemm:.2f}"
