@@ -1,7 +1,7 @@
 // conv2d throughput at the LeNet-5 and convnet layer shapes (batch 64), forward, backward-data
 // and backward-weights, next to measured sgemm ceilings on 1 and 2 threads.
 //   bench_conv [--repeats N] [--min-time S] [--threads T] [--only LAYER] [--pass 0|1|2]
-//              [--cpu-time 1]
+//              [--cpu-time 1] [--ceiling 1] [--help]
 // --cpu-time 1 times with process CPU time divided by the thread count instead of wall time: on
 // a loaded machine it approximates the figure the code would reach alone (but hides idle waits).
 // Each figure is the median of N timed runs; a run repeats the call for at least min-time. A pass's
@@ -11,13 +11,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <ctime>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <omp.h>
+
+#include <CLI/CLI.hpp>
 
 #include <xgrad/blas.hpp>
 #include <xgrad/xgrad.hpp>
@@ -169,6 +170,12 @@ Tensor<float> random_tensor(const Shape& shape, std::mt19937_64& rng) {
   return t;
 }
 
+// The conv layers of LeNet-5 and the convnet, at batch 64.
+constexpr Layer kLayers[] = {{"lenet_conv1", 64, 1, 28, 28, 6, 5, 2},
+                             {"lenet_conv2", 64, 6, 14, 14, 16, 5, 0},
+                             {"convnet_conv1", 64, 1, 28, 28, 32, 3, 0},
+                             {"convnet_conv2", 64, 32, 26, 26, 64, 3, 0}};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -179,14 +186,39 @@ int main(int argc, char** argv) {
   int only_pass = -1;         // for profiling: 0 fwd, 1 bwd_data, 2 bwd_weights; skips the ceilings
   bool ceiling_only = false;  // the sgemm ceiling alone (run_bench's reference for 1 -> 2 threads)
   std::string only;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--repeats")) repeats = std::max(1, std::atoi(argv[i + 1]));
-    if (!std::strcmp(argv[i], "--min-time")) min_time = std::atof(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--threads")) only_threads = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
-    if (!std::strcmp(argv[i], "--pass")) only_pass = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--cpu-time")) g_cpu_time = std::atoi(argv[i + 1]) != 0;
-    if (!std::strcmp(argv[i], "--ceiling")) ceiling_only = std::atoi(argv[i + 1]) != 0;
+  std::vector<std::string> layer_names;
+  for (const Layer& L : kLayers) layer_names.push_back(L.name);
+  const int max_threads = std::max(1, std::min(2, omp_get_num_procs()));
+  CLI::App app{
+      "conv2d GFLOP/s at the LeNet-5 and convnet layer shapes (batch 64): forward, "
+      "backward-data and backward-weights, against the sgemm ceiling",
+      "bench_conv"};
+  app.add_option("--repeats", repeats, "Timed runs per figure; the median is reported")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--min-time", min_time, "Seconds each timed run lasts at least")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--threads", only_threads,
+                 "Only this thread count (0: 1 and 2; any count with --ceiling 1)")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--only", only, "Only this layer")->check(CLI::IsMember(layer_names));
+  app.add_option("--pass", only_pass,
+                 "Only this pass, without the ceilings (for profiling): 0 forward, 1 "
+                 "backward-data, 2 backward-weights")
+      ->check(CLI::Range(0, 2));
+  app.add_option("--cpu-time", g_cpu_time,
+                 "1: time with the process's CPU time divided by the threads instead of wall "
+                 "time (on a loaded machine, near the figure the code would reach alone)");
+  app.add_option("--ceiling", ceiling_only, "1: only the sgemm ceiling, on --threads threads");
+  try {
+    app.parse(argc, argv);
+    if (!ceiling_only && only_threads > max_threads)
+      throw CLI::ValidationError("--threads", std::to_string(only_threads) +
+                                                  ": the layers are measured on 1 to " +
+                                                  std::to_string(max_threads) + " threads here");
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "bench_conv: error: %s (see --help)\n", e.what());
+    return 2;
   }
   if (ceiling_only) {
     const int threads = std::max(1, only_threads);
@@ -200,11 +232,6 @@ int main(int argc, char** argv) {
   std::printf("%s; ", g_cpu_time ? "CPU time / threads" : "wall time");
   std::printf("median of %d runs; GFLOP/s = 2·N·C_out·Ho·Wo·C_in·kH·kW / time\n", repeats);
 
-  const Layer layers[] = {{"lenet_conv1", 64, 1, 28, 28, 6, 5, 2},
-                          {"lenet_conv2", 64, 6, 14, 14, 16, 5, 0},
-                          {"convnet_conv1", 64, 1, 28, 28, 32, 3, 0},
-                          {"convnet_conv2", 64, 32, 26, 26, 64, 3, 0}};
-  const int max_threads = std::max(1, std::min(2, omp_get_num_procs()));
   std::vector<std::string> lines;
   for (int threads = 1; threads <= max_threads; ++threads) {
     if (only_threads > 0 && threads != only_threads) continue;
@@ -218,14 +245,20 @@ int main(int argc, char** argv) {
         only_pass >= 0
             ? 1
             : ceiling.flops() / median_seconds_at(ceiling, ceiling_iters, repeats) * 1e-9;
-    std::printf("\n-- %d thread%s: sgemm 1024^3 ceiling %.1f GFLOP/s (%d independent)\n", threads,
-                threads > 1 ? "s" : "", peak, threads);
+    if (only_pass >= 0)
+      std::printf("\n-- %d thread%s (no sgemm ceiling with --pass)\n", threads,
+                  threads > 1 ? "s" : "");
+    else
+      std::printf("\n-- %d thread%s: sgemm 1024^3 ceiling %.1f GFLOP/s (%d independent)\n", threads,
+                  threads > 1 ? "s" : "", peak, threads);
     std::printf("%-16s %-12s %9s %10s %14s %12s %9s\n", "layer", "pass", "GFLOP/s", "% sgemm",
                 "layer-GEMM GF", "% layer-GEMM", "best GF/s");
     char buf[256];
-    std::snprintf(buf, sizeof buf, "bench sgemm_1024_%dt gflops=%.1f", threads, peak);
-    lines.push_back(buf);
-    for (const Layer& L : layers) {
+    if (only_pass < 0) {
+      std::snprintf(buf, sizeof buf, "bench sgemm_1024_%dt gflops=%.1f", threads, peak);
+      lines.push_back(buf);
+    }
+    for (const Layer& L : kLayers) {
       if (!only.empty() && only != L.name) continue;
       const int ho = L.h + 2 * L.pad - L.k + 1, wo = L.w + 2 * L.pad - L.k + 1;
       const int kk = L.c * L.k * L.k, l = ho * wo;
@@ -271,15 +304,21 @@ int main(int argc, char** argv) {
       }
       const char* passes[] = {"fwd", "bwd_data", "bwd_weights"};
       for (int i = 0; i < 3; ++i) {
+        if (only_pass >= 0 && i != only_pass) continue;
         const double gf = flops / timing[i].seconds * 1e-9;
         const double gf_best = flops / timing[i].best * 1e-9;
-        const double pct = 100 * timing[i].share;
-        std::printf("%-16s %-12s %9.1f %9.1f%% %14.1f %11.1f%% %9.1f\n", L.name, passes[i], gf, pct,
+        // With --pass there is no ceiling, so no share of it ("-", and no pct_of_sgemm).
+        char pct[32] = "-";
+        char pct_field[48] = "";
+        if (only_pass < 0) {
+          std::snprintf(pct, sizeof pct, "%.1f%%", 100 * timing[i].share);
+          std::snprintf(pct_field, sizeof pct_field, " pct_of_sgemm=%.1f", 100 * timing[i].share);
+        }
+        std::printf("%-16s %-12s %9.1f %10s %14.1f %11.1f%% %9.1f\n", L.name, passes[i], gf, pct,
                     layer_gemm, 100 * gf / layer_gemm, gf_best);
         std::snprintf(buf, sizeof buf,
-                      "bench conv_%s_%s_%dt gflops=%.1f pct_of_sgemm=%.1f pct_of_layer_gemm=%.1f "
-                      "best_gflops=%.1f",
-                      L.name, passes[i], threads, gf, pct, 100 * gf / layer_gemm, gf_best);
+                      "bench conv_%s_%s_%dt gflops=%.1f%s pct_of_layer_gemm=%.1f best_gflops=%.1f",
+                      L.name, passes[i], threads, gf, pct_field, 100 * gf / layer_gemm, gf_best);
         lines.push_back(buf);
       }
     }

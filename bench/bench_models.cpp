@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 
+#include <CLI/CLI.hpp>
 #include <xgrad/nn/nn.hpp>
 #include <xgrad/optim/optimizer.hpp>
 #include <xgrad/xgrad.hpp>
@@ -30,44 +31,27 @@ struct Args {
   ShardSplit split = ShardSplit::even;
 };
 
-Args parse(int argc, char** argv) {
+// The flags, checked; a bad one throws CLI::ParseError naming it (--help too, with exit code 0).
+Args parse(CLI::App& app, int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw Error("bench_models: " + flag + " needs a value");
-      return argv[++i];
-    };
-    if (flag == "--model")
-      a.model = value();
-    else if (flag == "--mode")
-      a.mode = value();
-    else if (flag == "--threads")
-      a.threads = std::stoi(value());
-    else if (flag == "--batch")
-      a.batch = std::stoi(value());
-    else if (flag == "--seconds")
-      a.seconds = std::stod(value());
-    else if (flag == "--warmup")
-      a.warmup = std::stoi(value());
-    else if (flag == "--repeats")
-      a.repeats = std::stoi(value());
-    else if (flag == "--banner")
-      a.banner = true;
-    else if (flag == "--no-shard")
-      a.shard = false;
-    else if (flag == "--split") {
-      const std::string v = value();
-      if (v != "even" && v != "adaptive")
-        throw Error("bench_models: --split must be even or adaptive, not " + v);
-      a.split = v == "even" ? ShardSplit::even : ShardSplit::adaptive;
-    } else
-      throw Error("bench_models: unknown flag " + flag);
-  }
-  if (a.mode != "train" && a.mode != "infer")
-    throw Error("bench_models: --mode must be train or infer, not " + a.mode);
-  if (a.threads < 1 || a.batch < 1 || a.seconds <= 0)
-    throw Error("bench_models: --threads, --batch and --seconds must be positive");
+  std::string split = "even";
+  app.add_option("--model", a.model, "Model")->check(CLI::IsMember(nn::model_names()));
+  app.add_option("--mode", a.mode, "train (forward, cross-entropy, backward, SGD step) or infer")
+      ->check(CLI::IsMember({"train", "infer"}));
+  app.add_option("--threads", a.threads, "OpenMP threads")->check(CLI::Range(1, 1024));
+  app.add_option("--batch", a.batch, "Batch size")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--seconds", a.seconds, "Timed seconds per run")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", a.warmup, "Untimed steps first")->check(CLI::Range(0, 1 << 20));
+  app.add_option("--repeats", a.repeats, "Runs, one line each")->check(CLI::Range(1, 10000));
+  app.add_flag("--banner", a.banner, "Print the runtime banner (BLAS core, threads) and exit");
+  bool no_shard = false;
+  app.add_flag("--no-shard", no_shard,
+               "Leave the threading to the kernels instead of sharding the batch");
+  app.add_option("--split", split, "Shard sizes: even or adaptive (xgrad::ShardSplit)")
+      ->check(CLI::IsMember({"even", "adaptive"}));
+  app.parse(argc, argv);
+  a.shard = !no_shard;
+  a.split = split == "even" ? ShardSplit::even : ShardSplit::adaptive;
   return a;
 }
 
@@ -135,8 +119,17 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
 
 int main(int argc, char** argv) {
   setup_process(argc, argv);
+  CLI::App app{"Training or inference img/s of a reference model on synthetic 28x28 batches",
+               "bench_models"};
+  Args a;
   try {
-    const Args a = parse(argc, argv);
+    a = parse(app, argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "bench_models: error: " << e.what() << " (see --help)\n";
+    return 2;
+  }
+  try {
     set_num_threads(a.threads);
     set_shard_split(a.split);
     if (a.banner) {
