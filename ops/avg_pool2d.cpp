@@ -1,6 +1,7 @@
 // avg_pool2d: the mean over each window; backward spreads each gradient evenly over its window.
 #include <algorithm>
 
+#include "../src/parallel_loop.hpp"
 #include "../src/pool_geometry.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
@@ -105,10 +106,11 @@ struct AvgPool2DNode final : Node<T> {
     T* dp = dx.data();
     const bool parallel = detail::pool_parallel_worthwhile(
         planes, planes * out_plane * std::size_t(s.kh) * std::size_t(s.kw));
-#pragma omp parallel for schedule(static) if (parallel)
-    for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
-      avg_pool_plane_backward(s, include_pad_, gp + std::size_t(q) * out_plane,
-                              dp + std::size_t(q) * in_plane);
+    detail::for_ranges(std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+      for (std::ptrdiff_t q = b; q < e; ++q)
+        avg_pool_plane_backward(s, include_pad_, gp + std::size_t(q) * out_plane,
+                                dp + std::size_t(q) * in_plane);
+    });
     return gradients(std::move(dx));
   }
   PoolGeometry geo_;
@@ -127,10 +129,11 @@ Variable<T> avg_pool2d(const Variable<T>& x, const Pool2DParams& params) {
   T* yp = y.data();
   const bool parallel = detail::pool_parallel_worthwhile(
       planes, planes * out_plane * std::size_t(s.kh) * std::size_t(s.kw));
-#pragma omp parallel for schedule(static) if (parallel)
-  for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
-    avg_pool_plane(s, params.count_include_pad, xp + std::size_t(q) * in_plane,
-                   yp + std::size_t(q) * out_plane);
+  detail::for_ranges(std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+    for (std::ptrdiff_t q = b; q < e; ++q)
+      avg_pool_plane(s, params.count_include_pad, xp + std::size_t(q) * in_plane,
+                     yp + std::size_t(q) * out_plane);
+  });
   return record<AvgPool2DNode<T>>(std::move(y), {x}, s, params.count_include_pad);
 }
 

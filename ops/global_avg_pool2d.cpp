@@ -1,4 +1,5 @@
 // global_avg_pool2d: [N,C,H,W] -> [N,C], the mean of each plane.
+#include "../src/parallel_loop.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
@@ -18,12 +19,14 @@ struct GlobalAvgPool2DNode final : Node<T> {
     const T inv = T(1) / T(plane);
     const T* gp = g.data();
     T* dp = dx.data();
-#pragma omp parallel for schedule(static) if (planes > 1 && planes * plane >= (1u << 16))
-    for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q) {
-      const T share = gp[q] * inv;
-      T* dq = dp + std::size_t(q) * plane;
-      for (std::size_t k = 0; k < plane; ++k) dq[k] = share;
-    }
+    const bool parallel = planes > 1 && planes * plane >= (1u << 16);
+    detail::for_ranges(std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+      for (std::ptrdiff_t q = b; q < e; ++q) {
+        const T share = gp[q] * inv;
+        T* dq = dp + std::size_t(q) * plane;
+        for (std::size_t k = 0; k < plane; ++k) dq[k] = share;
+      }
+    });
     return gradients(std::move(dx));
   }
   Shape in_shape_;
@@ -43,13 +46,15 @@ Variable<T> global_avg_pool2d(const Variable<T>& x) {
   Tensor<T> y = empty_tensor<T>({in[0], in[1]});
   const T* xp = xv.data();
   T* yp = y.data();
-#pragma omp parallel for schedule(static) if (planes > 1 && planes * plane >= (1u << 16))
-  for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q) {
-    const T* xq = xp + std::size_t(q) * plane;
-    T total = 0;
-    for (std::size_t k = 0; k < plane; ++k) total += xq[k];
-    yp[q] = total / T(plane);
-  }
+  const bool parallel = planes > 1 && planes * plane >= (1u << 16);
+  detail::for_ranges(std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+    for (std::ptrdiff_t q = b; q < e; ++q) {
+      const T* xq = xp + std::size_t(q) * plane;
+      T total = 0;
+      for (std::size_t k = 0; k < plane; ++k) total += xq[k];
+      yp[q] = total / T(plane);
+    }
+  });
   return record<GlobalAvgPool2DNode<T>>(std::move(y), {x}, in);
 }
 

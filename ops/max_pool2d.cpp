@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #endif
 
+#include "../src/parallel_loop.hpp"
 #include "../src/pool_geometry.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
@@ -294,11 +295,13 @@ struct MaxPool2DNode final : Node<T> {
             {std::size_t(s.n), std::size_t(s.c), std::size_t(s.h), std::size_t(s.w)});
         const std::size_t planes = s.planes(), in_plane = s.in_plane(), out_plane = s.out_plane();
         const bool parallel = detail::pool_parallel_worthwhile(planes, planes * in_plane);
-#pragma omp parallel for schedule(static) if (parallel)
-        for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
-          max_pool_2x2_plane_backward(s, g.data() + std::size_t(q) * out_plane,
-                                      code_.data() + std::size_t(q) * out_plane,
-                                      dx.data() + std::size_t(q) * in_plane);
+        detail::for_ranges(
+            std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+              for (std::ptrdiff_t q = b; q < e; ++q)
+                max_pool_2x2_plane_backward(s, g.data() + std::size_t(q) * out_plane,
+                                            code_.data() + std::size_t(q) * out_plane,
+                                            dx.data() + std::size_t(q) * in_plane);
+            });
         return gradients(std::move(dx));
       }
     }
@@ -311,13 +314,14 @@ struct MaxPool2DNode final : Node<T> {
     const std::int32_t* ap = argmax_.data();
     const bool parallel = detail::pool_parallel_worthwhile(planes, planes * out_plane);
     // Each plane's scatter touches only that plane, so planes run independently.
-#pragma omp parallel for schedule(static) if (parallel)
-    for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q) {
-      const T* gq = gp + std::size_t(q) * out_plane;
-      const std::int32_t* aq = ap + std::size_t(q) * out_plane;
-      T* dq = dp + std::size_t(q) * in_plane;
-      for (std::size_t o = 0; o < out_plane; ++o) dq[aq[o]] += gq[o];
-    }
+    detail::for_ranges(std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+      for (std::ptrdiff_t q = b; q < e; ++q) {
+        const T* gq = gp + std::size_t(q) * out_plane;
+        const std::int32_t* aq = ap + std::size_t(q) * out_plane;
+        T* dq = dp + std::size_t(q) * in_plane;
+        for (std::size_t o = 0; o < out_plane; ++o) dq[aq[o]] += gq[o];
+      }
+    });
     return gradients(std::move(dx));
   }
   PoolGeometry geo_;
@@ -414,10 +418,11 @@ Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params) {
       const float* xp = xv.data();
       float* yp = y.data();
       std::uint8_t* cp = rec ? code.data() : nullptr;
-#pragma omp parallel for schedule(static) if (parallel)
-      for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
-        max_pool_2x2_plane(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
-                           cp != nullptr ? cp + std::size_t(q) * out_plane : nullptr);
+      detail::for_ranges(std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+        for (std::ptrdiff_t q = b; q < e; ++q)
+          max_pool_2x2_plane(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
+                             cp != nullptr ? cp + std::size_t(q) * out_plane : nullptr);
+      });
       return record<MaxPool2DNode<T>>(std::move(y), {x}, s, std::vector<std::int32_t>(),
                                       std::move(code));
     }
@@ -430,14 +435,15 @@ Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params) {
   std::int32_t* ap = rec ? argmax.data() : nullptr;
   const bool parallel = detail::pool_parallel_worthwhile(
       planes, planes * out_plane * std::size_t(s.kh) * std::size_t(s.kw));
-#pragma omp parallel for schedule(static) if (parallel)
-  for (std::ptrdiff_t q = 0; q < std::ptrdiff_t(planes); ++q)
-    if (ap)
-      max_pool_plane<true>(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
-                           ap + std::size_t(q) * out_plane);
-    else
-      max_pool_plane<false>(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
-                            nullptr);
+  detail::for_ranges(std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+    for (std::ptrdiff_t q = b; q < e; ++q)
+      if (ap)
+        max_pool_plane<true>(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
+                             ap + std::size_t(q) * out_plane);
+      else
+        max_pool_plane<false>(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
+                              nullptr);
+  });
   return record<MaxPool2DNode<T>>(std::move(y), {x}, s, std::move(argmax));
 }
 

@@ -1,4 +1,5 @@
 // relu: y = max(x, 0).
+#include "../src/parallel_loop.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
@@ -20,8 +21,9 @@ struct ReluNode final : Node<T> {
     const T* gp = g.data();
     T* dp = dx.data();
     const std::ptrdiff_t n = std::ptrdiff_t(x.size());
-#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
-    for (std::ptrdiff_t i = 0; i < n; ++i) dp[i] = xp[i] > T(0) ? gp[i] : T(0);
+    detail::for_ranges(n, n >= kParallelElements, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+      for (std::ptrdiff_t i = begin; i < end; ++i) dp[i] = xp[i] > T(0) ? gp[i] : T(0);
+    });
     return gradients(std::move(dx));
   }
 };
@@ -35,8 +37,9 @@ Variable<T> relu(const Variable<T>& x) {
   const T* xp = xv.data();
   T* yp = y.data();
   const std::ptrdiff_t n = std::ptrdiff_t(xv.size());
-#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
-  for (std::ptrdiff_t i = 0; i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
+  detail::for_ranges(n, n >= kParallelElements, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+    for (std::ptrdiff_t i = begin; i < end; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
+  });
   return record<ReluNode<T>>(std::move(y), {x});
 }
 
