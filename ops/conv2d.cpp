@@ -52,14 +52,6 @@ constexpr std::size_t kColBudgetBytes = 1024 * 1024;
 // in its small-matrix kernel.
 constexpr int kSmallGemmC = 1200;
 
-int omp_thread() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
 // Per-thread buffers that only grow: no allocation per image on the hot path. Slot 0 holds the
 // column band, slot 1 a zero-padded image. 64-byte aligned: GEMM packs aligned rows faster.
 template <class T, int Slot>
@@ -127,8 +119,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   // went from a median of 71% to 86% of the sgemm ceiling for LeNet conv2, 57% to 62% for convnet
   // conv1 and 76% to 81% for convnet conv2 (5 alternating runs; LeNet conv1 unchanged at 61%).
   // The backward keeps a static split: its per-thread dW sums must not depend on timing.
-#pragma omp parallel for schedule(dynamic)
-  for (int n = 0; n < g.n; ++n) {
+  const auto forward_image = [&](int n) {
     const T* xn = x + n * x_image;
     T* yn = y + n * y_image;
     if (g.pointwise) {
@@ -138,7 +129,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
       for (int gr = 0; gr < g.groups; ++gr)
         blas::gemm(false, false, g.cog, int(g.l), g.k, T(1), w + gr * w_group, g.k,
                    xn + gr * xp_group, int(g.l), beta, yn + Index(gr) * g.cog * g.l, int(g.l));
-      continue;
+      return;
     }
 #ifdef XGRAD_SIMD
     if constexpr (kFloat)
@@ -154,7 +145,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
         } else {
           direct_forward(xp, wt.data(), b, yn, g);
         }
-        continue;
+        return;
       }
 #endif
     const T* xp = xn;
@@ -168,7 +159,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
       if (lanes) {
         lanes_forward(xp, wt.data(), offsets.data(), b,
                       scratch<T, 0>(std::size_t(g.l) * detail::kLanesPitch), yn, g);
-        continue;
+        return;
       }
 #endif
     T* col = scratch<T, 0>(band_elems);
@@ -184,6 +175,14 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
                    int(g.l));
       }
     }
+  };
+  // Inside a shard there is one thread: the images then run here, without an OpenMP region of one
+  // thread, which costs more than a small image (detail::for_ranges).
+  if (num_threads() > 1) {
+#pragma omp parallel for schedule(dynamic)
+    for (int n = 0; n < g.n; ++n) forward_image(n);
+  } else {
+    for (int n = 0; n < g.n; ++n) forward_image(n);
   }
 }
 
@@ -216,9 +215,9 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
 #else
   constexpr bool direct_dx_pass = false;
 #endif
-#pragma omp parallel num_threads(threads)
-  {
-    T* acc_t = acc.data() + Index(omp_thread()) * acc_size;
+  // One thread's share of the images, [first, last), into the accumulators of thread t.
+  const auto backward_images = [&](int t, int first, int last) {
+    T* acc_t = acc.data() + Index(t) * acc_size;
     T* dw_t = dw != nullptr ? acc_t : nullptr;
     T* db_t = db != nullptr ? acc_t + (dw != nullptr ? w_size : 0) : nullptr;
     T* col = g.pointwise ? nullptr : scratch<T, 0>(band_elems);
@@ -251,8 +250,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
 #else
     constexpr bool lanes_dw_pass = false;
 #endif
-#pragma omp for schedule(static)
-    for (int n = 0; n < g.n; ++n) {
+    for (int n = first; n < last; ++n) {
       const T* xn = x + n * x_image;
       const T* gyn = gy + n * y_image;
       T* dxn = dx != nullptr ? dx + n * x_image : nullptr;
@@ -344,6 +342,20 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
       if (dwt != nullptr) detail::lanes_dw_finish(dwt, dw_t, g);
     }
 #endif
+  };
+  // Inside a shard there is one thread: it then runs here, without an OpenMP region of one thread
+  // (detail::for_ranges says what that costs).
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    {
+      // The images split as schedule(static) splits them: the first n % T threads take one more.
+      const int t = omp_get_thread_num(), count = omp_get_num_threads();
+      const int q = g.n / count, r = g.n % count;
+      const int first = t * q + std::min(t, r);
+      backward_images(t, first, first + q + (t < r ? 1 : 0));
+    }
+  } else {
+    backward_images(0, 0, g.n);
   }
   if (dw != nullptr) std::fill(dw, dw + w_size, T(0));
   if (db != nullptr) std::fill(db, db + g.co, T(0));

@@ -6,6 +6,8 @@
 #include <queue>
 #include <unordered_map>
 
+#include "parallel_loop.hpp"
+
 namespace xgrad {
 
 namespace {
@@ -233,16 +235,17 @@ void LeafGradients<T>::apply_sum(std::vector<LeafGradients>& parts) {
     T* dst = job.into_leaf ? job.leaf->grad.data() : job.grads[0]->data();
     const std::size_t n = job.grads[0]->size();
     const std::size_t first = job.into_leaf ? 0 : 1;
-    const std::int64_t pieces = n >= kParallelSumElements ? 64 : 1;
-#pragma omp parallel for schedule(static) if (pieces > 1)
-    for (std::int64_t piece = 0; piece < pieces; ++piece) {
-      const std::size_t lo = n * std::size_t(piece) / std::size_t(pieces);
-      const std::size_t hi = n * std::size_t(piece + 1) / std::size_t(pieces);
-      for (std::size_t k = first; k < job.grads.size(); ++k) {
-        const T* src = job.grads[k]->data();
-        for (std::size_t i = lo; i < hi; ++i) dst[i] += src[i];
+    const std::ptrdiff_t pieces = n >= kParallelSumElements ? 64 : 1;
+    detail::for_ranges(pieces, pieces > 1, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+      for (std::ptrdiff_t piece = begin; piece < end; ++piece) {
+        const std::size_t lo = n * std::size_t(piece) / std::size_t(pieces);
+        const std::size_t hi = n * std::size_t(piece + 1) / std::size_t(pieces);
+        for (std::size_t k = first; k < job.grads.size(); ++k) {
+          const T* src = job.grads[k]->data();
+          for (std::size_t i = lo; i < hi; ++i) dst[i] += src[i];
+        }
       }
-    }
+    });
   }
   for (Job& job : jobs)
     if (!job.into_leaf) accumulate_leaf(*job.leaf, std::move(*job.grads[0]));
