@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../src/parallel_loop.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
@@ -89,29 +90,33 @@ struct BatchNorm2DNode final : Node<T> {
     T* dxp = dx.data();
     T* dgp = dgamma.data();
     T* dbp = dbeta.data();
-#pragma omp parallel for schedule(static) if (channels_parallel(c, n * c * plane))
-    for (std::ptrdiff_t ch = 0; ch < std::ptrdiff_t(c); ++ch) {
-      double sum_g = 0, sum_gx = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t off = (i * c + std::size_t(ch)) * plane;
-        add_grad_sums(gp + off, hp + off, plane, sum_g, sum_gx);
-      }
-      dbp[ch] = T(sum_g);
-      dgp[ch] = T(sum_gx);
-      if (!need_dx) continue;
-      const double scale = double(gam[ch]) * double(inv_std_[std::size_t(ch)]);
-      for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t off = (i * c + std::size_t(ch)) * plane;
-        if (training_) {
-          const double mean_g = sum_g / double(m), mean_gx = sum_gx / double(m);
-          for (std::size_t k = 0; k < plane; ++k)
-            dxp[off + k] =
-                T(scale * (double(gp[off + k]) - mean_g - double(hp[off + k]) * mean_gx));
-        } else {
-          for (std::size_t k = 0; k < plane; ++k) dxp[off + k] = T(scale * double(gp[off + k]));
-        }
-      }
-    }
+    detail::for_ranges(
+        std::ptrdiff_t(c), channels_parallel(c, n * c * plane),
+        [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+          for (std::ptrdiff_t ch = b; ch < e; ++ch) {
+            double sum_g = 0, sum_gx = 0;
+            for (std::size_t i = 0; i < n; ++i) {
+              const std::size_t off = (i * c + std::size_t(ch)) * plane;
+              add_grad_sums(gp + off, hp + off, plane, sum_g, sum_gx);
+            }
+            dbp[ch] = T(sum_g);
+            dgp[ch] = T(sum_gx);
+            if (!need_dx) continue;
+            const double scale = double(gam[ch]) * double(inv_std_[std::size_t(ch)]);
+            for (std::size_t i = 0; i < n; ++i) {
+              const std::size_t off = (i * c + std::size_t(ch)) * plane;
+              if (training_) {
+                const double mean_g = sum_g / double(m), mean_gx = sum_gx / double(m);
+                for (std::size_t k = 0; k < plane; ++k)
+                  dxp[off + k] =
+                      T(scale * (double(gp[off + k]) - mean_g - double(hp[off + k]) * mean_gx));
+              } else {
+                for (std::size_t k = 0; k < plane; ++k)
+                  dxp[off + k] = T(scale * double(gp[off + k]));
+              }
+            }
+          }
+        });
     grads[0] = std::move(dx);
     if (this->needs_input_grad(1)) grads[1] = std::move(dgamma);
     if (this->needs_input_grad(2)) grads[2] = std::move(dbeta);
@@ -162,19 +167,22 @@ Variable<T> batch_norm2d(const Variable<T>& x, const Variable<T>& gamma, const V
   std::vector<double> mean(c), var(c);
   const T* xp = xv.data();
   if (training) {
-#pragma omp parallel for schedule(static) if (channels_parallel(c, n * c * plane))
-    for (std::ptrdiff_t ch = 0; ch < std::ptrdiff_t(c); ++ch) {
-      double total = 0, unused = 0;
-      for (std::size_t i = 0; i < n; ++i)
-        add_moments(xp + (i * c + std::size_t(ch)) * plane, plane, 0.0, total, unused);
-      const double mu0 = total / double(m);
-      // Second pass about the first mean; its residual sum corrects the rounding of mu0.
-      double dev = 0, sq = 0;
-      for (std::size_t i = 0; i < n; ++i)
-        add_moments(xp + (i * c + std::size_t(ch)) * plane, plane, mu0, dev, sq);
-      mean[std::size_t(ch)] = mu0 + dev / double(m);
-      var[std::size_t(ch)] = std::max(0.0, (sq - dev * dev / double(m)) / double(m));
-    }
+    detail::for_ranges(
+        std::ptrdiff_t(c), channels_parallel(c, n * c * plane),
+        [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+          for (std::ptrdiff_t ch = b; ch < e; ++ch) {
+            double total = 0, unused = 0;
+            for (std::size_t i = 0; i < n; ++i)
+              add_moments(xp + (i * c + std::size_t(ch)) * plane, plane, 0.0, total, unused);
+            const double mu0 = total / double(m);
+            // Second pass about the first mean; its residual sum corrects the rounding of mu0.
+            double dev = 0, sq = 0;
+            for (std::size_t i = 0; i < n; ++i)
+              add_moments(xp + (i * c + std::size_t(ch)) * plane, plane, mu0, dev, sq);
+            mean[std::size_t(ch)] = mu0 + dev / double(m);
+            var[std::size_t(ch)] = std::max(0.0, (sq - dev * dev / double(m)) / double(m));
+          }
+        });
   } else {
     for (std::size_t ch = 0; ch < c; ++ch) {
       mean[ch] = double(running_mean.data()[ch]);
@@ -190,21 +198,23 @@ Variable<T> batch_norm2d(const Variable<T>& x, const Variable<T>& gamma, const V
   const T* bet = beta.value().data();
   T* yp = y.data();
   T* hp = rec ? xhat.data() : nullptr;
-#pragma omp parallel for schedule(static) if (channels_parallel(c, n * c * plane))
-  for (std::ptrdiff_t ch = 0; ch < std::ptrdiff_t(c); ++ch) {
-    const std::size_t cc = std::size_t(ch);
-    const double is = 1.0 / std::sqrt(var[cc] + params.eps);
-    inv_std[cc] = T(is);
-    const double mu = mean[cc], ga = double(gam[cc]), be = double(bet[cc]);
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::size_t off = (i * c + cc) * plane;
-      for (std::size_t k = 0; k < plane; ++k) {
-        const double h = (double(xp[off + k]) - mu) * is;
-        if (hp) hp[off + k] = T(h);
-        yp[off + k] = T(ga * h + be);
-      }
-    }
-  }
+  detail::for_ranges(std::ptrdiff_t(c), channels_parallel(c, n * c * plane),
+                     [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+                       for (std::ptrdiff_t ch = b; ch < e; ++ch) {
+                         const std::size_t cc = std::size_t(ch);
+                         const double is = 1.0 / std::sqrt(var[cc] + params.eps);
+                         inv_std[cc] = T(is);
+                         const double mu = mean[cc], ga = double(gam[cc]), be = double(bet[cc]);
+                         for (std::size_t i = 0; i < n; ++i) {
+                           const std::size_t off = (i * c + cc) * plane;
+                           for (std::size_t k = 0; k < plane; ++k) {
+                             const double h = (double(xp[off + k]) - mu) * is;
+                             if (hp) hp[off + k] = T(h);
+                             yp[off + k] = T(ga * h + be);
+                           }
+                         }
+                       }
+                     });
 
   if (training) {
     // PyTorch: the running variance takes the unbiased estimate σ²·m/(m-1).

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "../parallel_loop.hpp"
 #include "xgrad/graph.hpp"
 
 namespace xgrad::optim {
@@ -240,16 +241,18 @@ void Adam<T>::step() {
     const T* gp = g.data();
     T* mp = exp_avg_[i].data();
     T* vp = exp_avg_sq_[i].data();
-#pragma omp parallel for simd schedule(static) if (n >= kParallelElements)
-    for (std::ptrdiff_t k = 0; k < n; ++k) {
-      const T d = gp[k] + l2 * wp[k];
-      const T m = beta1 * mp[k] + one_m_beta1 * d;
-      const T v = beta2 * vp[k] + one_m_beta2 * d * d;
-      mp[k] = m;
-      vp[k] = v;
-      const T denom = std::sqrt(v) / sqrt_bc2 + eps;
-      wp[k] = wp[k] * decay - step_size * m / denom;
-    }
+    detail::for_ranges(n, n >= kParallelElements, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+#pragma omp simd
+      for (std::ptrdiff_t k = begin; k < end; ++k) {
+        const T d = gp[k] + l2 * wp[k];
+        const T m = beta1 * mp[k] + one_m_beta1 * d;
+        const T v = beta2 * vp[k] + one_m_beta2 * d * d;
+        mp[k] = m;
+        vp[k] = v;
+        const T denom = std::sqrt(v) / sqrt_bc2 + eps;
+        wp[k] = wp[k] * decay - step_size * m / denom;
+      }
+    });
   }
 }
 
