@@ -8,8 +8,15 @@
 #include <exception>
 #include <string>
 
+#include <omp.h>
+
+#include "shard_help.hpp"
 #include "xgrad/graph.hpp"
 #include "xgrad/runtime.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace xgrad {
 
@@ -17,8 +24,48 @@ namespace {
 
 using Ranges = std::vector<std::pair<std::size_t, std::size_t>>;
 
+// A shard's place in a sharded region: the loop its thread offers for help (for_chunks), how many
+// helpers are inside it, and whether the shard has ended. One cache line each, so that a helper
+// polling one slot does not disturb the thread that owns another.
+struct alignas(64) ShardSlot {
+  std::atomic<detail::HelpableLoop*> loop{nullptr};
+  std::atomic<int> helpers{0};
+  std::atomic<bool> ended{false};
+};
+
+// The slot of the shard this thread runs, null outside shards.
+thread_local ShardSlot* t_slot = nullptr;
+
+void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+std::atomic<long> g_helped_chunks{0};
+
+// Runs chunks of the loop that `slot` offers, if any, until it has none left. A helper counts
+// itself in before it looks at the loop, so that withdraw_loop() can wait for it to leave.
+void help(ShardSlot& slot) {
+  if (slot.loop.load(std::memory_order_acquire) == nullptr) return;
+  slot.helpers.fetch_add(1);
+  if (detail::HelpableLoop* loop = slot.loop.load()) {
+    for (int c = loop->next.fetch_add(1); c < loop->chunks; c = loop->next.fetch_add(1)) {
+      try {
+        loop->run(loop->body, c);
+        g_helped_chunks.fetch_add(1, std::memory_order_relaxed);
+      } catch (...) {
+        if (!loop->failed.exchange(true)) loop->error = std::current_exception();
+        loop->next.store(loop->chunks);
+      }
+    }
+  }
+  slot.helpers.fetch_sub(1);
+}
+
 // Runs body(s) for every shard, shard s on the s-th thread of one parallel region (or all in this
-// thread for a single shard), and returns when each shard ended, in seconds from the start.
+// thread for a single shard), and returns when each shard ended, in seconds from the start. A
+// thread whose shards have ended helps the others with their for_chunks loops until they end too.
 // Exceptions are caught per shard and the first is rethrown after the region: an exception escaping
 // an OpenMP region would terminate the program.
 template <class Body>
@@ -30,18 +77,34 @@ std::vector<double> for_each_shard(const Ranges& shards, const Body& body) {
     return seconds;
   }
   std::vector<std::exception_ptr> errors(shards.size());
+  std::vector<ShardSlot> slots(shards.size());
   // From the region's start, so that a thread that joins late (waking from sleep) counts as slow:
   // what the split must even out is when the shards end.
   const auto start = std::chrono::steady_clock::now();
-#pragma omp parallel for schedule(static, 1) num_threads(count)
-  for (int s = 0; s < count; ++s) {
-    try {
-      body(s);
-    } catch (...) {
-      errors[std::size_t(s)] = std::current_exception();
+#pragma omp parallel num_threads(count)
+  {
+    const int threads = omp_get_num_threads();
+    for (int s = omp_get_thread_num(); s < count; s += threads) {
+      t_slot = &slots[std::size_t(s)];
+      try {
+        body(s);
+      } catch (...) {
+        errors[std::size_t(s)] = std::current_exception();
+      }
+      t_slot = nullptr;
+      seconds[std::size_t(s)] =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      slots[std::size_t(s)].ended.store(true, std::memory_order_release);
     }
-    seconds[std::size_t(s)] =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (bool waiting = true; waiting;) {
+      waiting = false;
+      for (ShardSlot& slot : slots)
+        if (!slot.ended.load(std::memory_order_acquire)) {
+          waiting = true;
+          help(slot);
+        }
+      if (waiting) spin_pause();
+    }
   }
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
@@ -88,6 +151,25 @@ std::string range_str(std::size_t begin, std::size_t end) {
 }
 
 }  // namespace
+
+namespace detail {
+
+bool publish_loop(HelpableLoop* loop) {
+  if (t_slot == nullptr || t_slot->loop.load(std::memory_order_relaxed) != nullptr) return false;
+  t_slot->loop.store(loop, std::memory_order_release);
+  return true;
+}
+
+long helped_chunks() {
+  return g_helped_chunks.load();
+}
+
+void withdraw_loop() {
+  t_slot->loop.store(nullptr);
+  while (t_slot->helpers.load() != 0) spin_pause();
+}
+
+}  // namespace detail
 
 Ranges shard_ranges(std::size_t n, int max_shards, std::size_t min_shard) {
   const std::size_t by_size = n / std::max<std::size_t>(min_shard, 1);

@@ -15,6 +15,8 @@
 
 #include <xgrad/xgrad.hpp>
 
+#include "../src/shard_help.hpp"
+
 using namespace xgrad;
 using xgrad::testing::check_close;
 using xgrad::testing::Threads;
@@ -427,4 +429,132 @@ BOOST_AUTO_TEST_CASE(shardable_follows_layers_and_mode) {
   BOOST_TEST(with_dropout.shardable());
   nn::Sequential<float> no_drop{std::make_shared<nn::Dropout<float>>(0.0)};
   BOOST_TEST(no_drop.shardable());
+}
+
+// --- A finished shard's thread helps the others (detail::for_chunks) ----------------------------
+
+namespace {
+
+// A chunk body for the help tests: records which thread ran each chunk, and holds every chunk until
+// two threads have run chunks (or 10 s have passed), so that the other shard's thread, once its
+// own shard has ended, is sure to take some.
+struct ChunkLog {
+  explicit ChunkLog(int chunks) : runs(std::size_t(chunks)), by(std::size_t(chunks)) {}
+  std::mutex m;
+  std::vector<int> runs;
+  std::vector<std::thread::id> by;
+  std::vector<std::thread::id> threads;
+
+  void record(int c) {
+    std::lock_guard<std::mutex> lock(m);
+    ++runs[std::size_t(c)];
+    by[std::size_t(c)] = std::this_thread::get_id();
+    if (std::find(threads.begin(), threads.end(), by[std::size_t(c)]) == threads.end())
+      threads.push_back(by[std::size_t(c)]);
+  }
+  void wait_for_two_threads() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      {
+        std::lock_guard<std::mutex> lock(m);
+        if (threads.size() >= 2) return;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(for_chunks_outside_a_shard_runs_here_in_order) {
+  Threads two(2);
+  std::vector<int> order;
+  std::vector<std::thread::id> by;
+  detail::for_chunks(5, [&](int c) {
+    order.push_back(c);
+    by.push_back(std::this_thread::get_id());
+  });
+  BOOST_TEST((order == std::vector<int>{0, 1, 2, 3, 4}));
+  BOOST_TEST(std::count(by.begin(), by.end(), std::this_thread::get_id()) == 5);
+  detail::for_chunks(0, [&](int) { BOOST_FAIL("a loop of no chunks ran one"); });
+}
+
+// The second shard's loop of 8 chunks: the first shard's thread, done at once, runs some of them,
+// and each chunk runs exactly once.
+BOOST_AUTO_TEST_CASE(a_finished_shard_helps_with_the_others_chunks) {
+  Threads two(2);
+  ChunkLog log(8);
+  const long helped_before = detail::helped_chunks();
+  std::thread::id owner;
+  sharded_forward<float>(8, [&](std::size_t begin, std::size_t end) {
+    if (begin > 0) {
+      owner = std::this_thread::get_id();
+      detail::for_chunks(8, [&](int c) {
+        log.record(c);
+        log.wait_for_two_threads();
+      });
+    }
+    return Variable<float>(filled_tensor<float>({end - begin, 1}, 1.f));
+  });
+  BOOST_TEST((log.runs == std::vector<int>(8, 1)));
+  BOOST_TEST(log.threads.size() == 2u);
+  const long by_helper =
+      std::count_if(log.by.begin(), log.by.end(), [&](std::thread::id id) { return id != owner; });
+  BOOST_TEST(by_helper >= 1);
+  BOOST_TEST(detail::helped_chunks() - helped_before == by_helper);
+}
+
+// A chunk that throws on the helping thread: the shard that owns the loop rethrows it, and the
+// call reports it as any failing shard's.
+BOOST_AUTO_TEST_CASE(an_exception_in_a_helped_chunk_reaches_the_caller) {
+  Threads two(2);
+  ChunkLog log(8);
+  const auto run = [&] {
+    sharded_forward<float>(8, [&](std::size_t begin, std::size_t end) {
+      if (begin > 0) {
+        const std::thread::id owner = std::this_thread::get_id();
+        detail::for_chunks(8, [&](int c) {
+          log.record(c);
+          log.wait_for_two_threads();
+          if (std::this_thread::get_id() != owner) throw Error("chunk " + std::to_string(c));
+        });
+      }
+      return Variable<float>(filled_tensor<float>({end - begin, 1}, 1.f));
+    });
+  };
+  BOOST_TEST(throws_with(run, {"chunk "}));
+  for (int r : log.runs) BOOST_TEST(r <= 1);  // the loop ended at the first failure
+}
+
+// The conv layers' images run in helpable chunks whose dW sums are added in chunk order, so the
+// gradients are the same bit for bit whichever thread ran which chunk: here one shard starts
+// 30 ms late, so the other one's thread has long ended and takes chunks of its conv layers.
+BOOST_AUTO_TEST_CASE(helped_conv_gradients_are_bit_identical) {
+  Threads two(2);
+  nn::manual_seed(9);
+  auto model = nn::lenet5<float>();
+  const Tensor<float> images = random_images<float>(64, 11);
+  const std::vector<int> labels = random_labels(64, 12);
+  const auto run = [&](std::size_t late_shard_begin) {
+    model->zero_grad(true);
+    sharded_backward<float>(64, [&](std::size_t begin, std::size_t end) {
+      if (begin == late_shard_begin) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      return cross_entropy(model->forward(Variable<float>(batch_rows(images, begin, end))),
+                           batch_rows(labels, begin, end));
+    });
+    return grads_of(*model);
+  };
+  const auto plain = run(64);  // no shard starts late
+  long helped = 0;
+  for (int attempt = 0; attempt < 20 && helped == 0; ++attempt) {
+    const long before = detail::helped_chunks();
+    const auto first_late = run(0);
+    const auto second_late = run(32);
+    helped = detail::helped_chunks() - before;
+    for (std::size_t i = 0; i < plain.size(); ++i) {
+      BOOST_TEST(std::equal(plain[i].begin(), plain[i].end(), first_late[i].begin()));
+      BOOST_TEST(std::equal(plain[i].begin(), plain[i].end(), second_late[i].begin()));
+    }
+  }
+  BOOST_TEST(helped > 0);
 }
