@@ -62,6 +62,7 @@ constexpr int kSmallGemmC = 1200;
 // work out more finely but cost more; not measured why: perhaps the outputs a helper writes stay
 // in the other core's cache, and more partial dW sums.)
 constexpr double kChunkFlops = 3e6;
+constexpr int kMaxBackwardChunks = 8;
 int images_per_chunk(const ConvGeom& g, double flops) {
   return std::clamp(int(kChunkFlops / std::max(flops, 1.0)) + 1, 1, std::max(g.n, 1));
 }
@@ -219,8 +220,11 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
   // With one thread (in a shard, or alone), the images run in chunks (detail::for_chunks) of a size
   // set by the geometry; with more, one share per thread, split as schedule(static) splits them.
   const double flops = 2.0 * double(g.co) * double(g.k) * double(g.l);
-  const int per_chunk =
-      images_per_chunk(g, flops * ((dx != nullptr ? 1.0 : 0.0) + (dw != nullptr ? 1.0 : 0.0)));
+  // At most kMaxBackwardChunks chunks, each with its own dW: with chunks of one image, a batch of
+  // 256 through a 3x3 layer of 64 channels would zero and add 256 copies of its 37k weights.
+  const int per_chunk = std::max(
+      images_per_chunk(g, flops * ((dx != nullptr ? 1.0 : 0.0) + (dw != nullptr ? 1.0 : 0.0))),
+      (g.n + kMaxBackwardChunks - 1) / kMaxBackwardChunks);
   const int parts = threads > 1 ? threads : (g.n + per_chunk - 1) / per_chunk;
   // dW and db accumulators per part, summed at the end in part order (no atomics, no false sharing
   // of rows): the result depends on the parts, not on which thread ran them.
