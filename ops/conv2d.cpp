@@ -221,7 +221,9 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
   // set by the geometry; with more, one share per thread, split as schedule(static) splits them.
   const double flops = 2.0 * double(g.co) * double(g.k) * double(g.l);
   // At most kMaxBackwardChunks chunks, each with its own dW: with chunks of one image, a batch of
-  // 256 through a 3x3 layer of 64 channels would zero and add 256 copies of its 37k weights.
+  // 256 through a 3x3 layer of 64 channels would zero and add 256 copies of its 37k weights. (8
+  // against 16, LeNet-5 at 2 threads, blocks alternating in one process: the median step was 0.5%
+  // shorter at batch 256 and 1.4% at 128; at 64 and below the two are the same.)
   const int per_chunk = std::max(
       images_per_chunk(g, flops * ((dx != nullptr ? 1.0 : 0.0) + (dw != nullptr ? 1.0 : 0.0))),
       (g.n + kMaxBackwardChunks - 1) / kMaxBackwardChunks);
