@@ -57,7 +57,7 @@ constexpr int kSmallGemmC = 1200;
 // about kChunkFlops, 50-80 us of work on the EPYC. It depends only on the geometry, so the
 // backward's per-chunk dW sums do too. Chosen on LeNet-5 training steps at 2 threads, batch 64,
 // blocks of 50 steps alternating in one process (medians, 3,510 steps each): against one chunk
-// per call, 1.5 MFLOP chunks took 1.9-3.6% off, 3 MFLOP 4.4%, 4 MFLOP 5.9%; 4 MFLOP beat 8 by
+// per call, 1.5 MFLOP chunks took 1.9-3.6% off, 3 MFLOP 4.4%, 4 MFLOP 5.6%; 4 MFLOP beat 8 by
 // 4.0%, 0.5 MFLOP lost 3.5% to 1.5, and 2.5 and 4 MFLOP were level. (Smaller chunks share the
 // work out more finely but cost more; not measured why: perhaps the outputs a helper writes stay
 // in the other core's cache, and more partial dW sums.)

@@ -73,6 +73,10 @@ using ShardFn = std::function<Variable<T>(std::size_t begin, std::size_t end)>;
 /// which is returned. When L_s is a mean over its samples (cross_entropy), L is the mean over the
 /// batch and the gradient equals that of one backward of shard_loss(0, n), up to float rounding.
 ///
+/// A thread whose shard has ended helps the others until they end: the ops that run their work
+/// in chunks (conv2d's images, detail::for_chunks) let it take some. Chunks write disjoint outputs
+/// and their sums are added in chunk order, so helping changes no bit of the result.
+///
 /// shard_loss must be safe to call from several threads at once: layers that use batch statistics
 /// or a shared random generator in training mode are not (nn::Module::shardable() tells). With one
 /// shard it runs in the calling thread, with the kernels' own threading. If any shard throws, no
