@@ -198,6 +198,24 @@ BOOST_AUTO_TEST_CASE(sharded_gradients_match_one_backward_float) {
   check_sharded_matches_whole<float>(64, 1e-5);
 }
 
+namespace {
+
+// The gradients of one sharded backward of `model` (cross-entropy) over images and labels, after
+// zero_grad(set_to_none); the shard that starts at sample `late_begin`, if any, sleeps 30 ms first.
+std::vector<Tensor<float>> sharded_grads(nn::Module<float>& model, const Tensor<float>& images,
+                                         const std::vector<int>& labels, bool set_to_none,
+                                         std::size_t late_begin = std::size_t(-1)) {
+  model.zero_grad(set_to_none);
+  sharded_backward<float>(labels.size(), [&](std::size_t begin, std::size_t end) {
+    if (begin == late_begin) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    return cross_entropy(model.forward(Variable<float>(batch_rows(images, begin, end))),
+                         batch_rows(labels, begin, end));
+  });
+  return grads_of(model);
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(sharded_runs_are_bit_identical) {
   Threads two(2);
   nn::manual_seed(5);
@@ -205,12 +223,7 @@ BOOST_AUTO_TEST_CASE(sharded_runs_are_bit_identical) {
   const Tensor<float> images = random_images<float>(32, 7);
   const std::vector<int> labels = random_labels(32, 8);
   const auto run = [&](bool set_to_none) {
-    model->zero_grad(set_to_none);
-    sharded_backward<float>(32, [&](std::size_t begin, std::size_t end) {
-      return cross_entropy(model->forward(Variable<float>(batch_rows(images, begin, end))),
-                           batch_rows(labels, begin, end));
-    });
-    return grads_of(*model);
+    return sharded_grads(*model, images, labels, set_to_none);
   };
   const auto a = run(false);
   const auto b = run(false);
@@ -535,14 +548,8 @@ BOOST_AUTO_TEST_CASE(helped_conv_gradients_are_bit_identical) {
   auto model = nn::lenet5<float>();
   const Tensor<float> images = random_images<float>(64, 11);
   const std::vector<int> labels = random_labels(64, 12);
-  const auto run = [&](std::size_t late_shard_begin) {
-    model->zero_grad(true);
-    sharded_backward<float>(64, [&](std::size_t begin, std::size_t end) {
-      if (begin == late_shard_begin) std::this_thread::sleep_for(std::chrono::milliseconds(30));
-      return cross_entropy(model->forward(Variable<float>(batch_rows(images, begin, end))),
-                           batch_rows(labels, begin, end));
-    });
-    return grads_of(*model);
+  const auto run = [&](std::size_t late_begin) {
+    return sharded_grads(*model, images, labels, true, late_begin);
   };
   const auto plain = run(64);  // no shard starts late
   long helped = 0;
