@@ -53,8 +53,9 @@ constexpr std::size_t kColBudgetBytes = 1024 * 1024;
 // in its small-matrix kernel.
 constexpr int kSmallGemmC = 1200;
 
-// Images per chunk of a shard's loop over the images (detail::for_chunks), for `flops` per image:
-// about kChunkFlops, 50-80 us of work on the EPYC. It depends only on the geometry, so the
+// Images per chunk of a shard's loop over the images (detail::for_chunks), for `passes` passes
+// over each image of 2·co·k·l flops each (the forward: 1; the backward: dX and dW): about
+// kChunkFlops, 50-80 us of work on the EPYC. It depends only on the geometry, so the
 // backward's per-chunk dW sums do too. Chosen on LeNet-5 training steps at 2 threads, batch 64,
 // blocks of 50 steps alternating in one process (medians, 3,510 steps each): against one chunk
 // per call, 1.5 MFLOP chunks took 1.9-3.6% off, 3 MFLOP 4.4%, 4 MFLOP 5.6%; 4 MFLOP beat 8 by
@@ -63,7 +64,8 @@ constexpr int kSmallGemmC = 1200;
 // in the other core's cache, and more partial dW sums.)
 constexpr double kChunkFlops = 3e6;
 constexpr int kMaxBackwardChunks = 8;
-int images_per_chunk(const ConvGeom& g, double flops) {
+int images_per_chunk(const ConvGeom& g, int passes) {
+  const double flops = 2.0 * double(g.co) * double(g.k) * double(g.l) * double(passes);
   return std::clamp(int(kChunkFlops / std::max(flops, 1.0)) + 1, 1, std::max(g.n, 1));
 }
 
@@ -198,7 +200,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
 #pragma omp parallel for schedule(dynamic)
     for (int n = 0; n < g.n; ++n) forward_image(n);
   } else {
-    const int per_chunk = images_per_chunk(g, 2.0 * double(g.co) * double(g.k) * double(g.l));
+    const int per_chunk = images_per_chunk(g, 1);
     detail::for_chunks((g.n + per_chunk - 1) / per_chunk, [&](int c) {
       for (int n = c * per_chunk; n < std::min(g.n, (c + 1) * per_chunk); ++n) forward_image(n);
     });
@@ -219,14 +221,13 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
   const int threads = std::max(1, std::min(num_threads(), g.n));
   // With one thread (in a shard, or alone), the images run in chunks (detail::for_chunks) of a size
   // set by the geometry; with more, one share per thread, split as schedule(static) splits them.
-  const double flops = 2.0 * double(g.co) * double(g.k) * double(g.l);
   // At most kMaxBackwardChunks chunks, each with its own dW: with chunks of one image, a batch of
   // 256 through a 3x3 layer of 64 channels would zero and add 256 copies of its 37k weights. (8
   // against 16, LeNet-5 at 2 threads, blocks alternating in one process: the median step was 0.5%
   // shorter at batch 256 and 1.4% at 128; at 64 and below the two are the same.)
-  const int per_chunk = std::max(
-      images_per_chunk(g, flops * ((dx != nullptr ? 1.0 : 0.0) + (dw != nullptr ? 1.0 : 0.0))),
-      (g.n + kMaxBackwardChunks - 1) / kMaxBackwardChunks);
+  const int per_chunk =
+      std::max(images_per_chunk(g, (dx != nullptr ? 1 : 0) + (dw != nullptr ? 1 : 0)),
+               (g.n + kMaxBackwardChunks - 1) / kMaxBackwardChunks);
   const int parts = threads > 1 ? threads : (g.n + per_chunk - 1) / per_chunk;
   // dW and db accumulators per part, summed at the end in part order (no atomics, no false sharing
   // of rows): the result depends on the parts, not on which thread ran them.
