@@ -103,6 +103,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   constexpr bool kFloat = std::is_same_v<T, float>;
   direct = kFloat && direct_eligible(g);
   const bool flat = detail::kFlatPays && direct && detail::flat_eligible(g);
+  const bool shift = direct && !flat && detail::shift_pays(g);
   lanes = kFloat && !direct && lanes_eligible(g);
   std::vector<float> wt;
   std::vector<Index> offsets;
@@ -149,7 +150,13 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
       return;
     }
 #ifdef XGRAD_SIMD
-    if constexpr (kFloat)
+    if constexpr (kFloat) {
+      if (shift) {  // its own staged planes, no padded copy
+        T* s = scratch<T, 1>(detail::shift_buffer(g));
+        detail::shift_stage(xn, g, s);
+        detail::shift_forward(s, wt.data(), b, yn, g);
+        return;
+      }
       if (direct) {  // always staged: the kernels read kDirectSlack floats past the image
         T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
         pad_image(xn, g, xp);
@@ -164,6 +171,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
         }
         return;
       }
+    }
 #endif
     const T* xp = xn;
     if (g.padded) {

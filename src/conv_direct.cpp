@@ -97,74 +97,25 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
   }
 }
 
-// Where the strip kernel (below) stores its vector v, the W flat positions of the padded rows from
-// v·W on: lane 0's place p in y, or p < 0 when the vector holds no output. When the vector holds a
-// row's end, `perm` moves its lanes of the next row down to follow the row's last output in y (by
-// wp - wo = kw - 1 < W), or to lane 0 when the vector starts past wo.
-struct StripSlot {
-  V::Perm perm;
-  Index p;
-  bool permuted;
-};
-
-// The slots of g's strips, built once per thread and geometry. Working them out per vector in the
-// kernel (row, column, clamps and the permutation) cost the convnet's conv1 forward 7% on the AVX2
-// EPYC: medians of 54.6 and 58.2 GFLOP/s over 6 alternating runs.
-const StripSlot* strip_slots(const ConvGeom& g) {
-  struct Cache {
-    int wp = -1, wo = -1, ho = -1;
-    std::vector<StripSlot> slots;
-  };
-  thread_local Cache cache;
-  if (cache.wp != g.wp || cache.wo != g.wo || cache.ho != g.ho) {
-    const Index end = Index(g.ho) * g.wp, block = W * kStripBlocks;
-    const Index vectors = (end + block - 1) / block * kStripBlocks;
-    cache.slots.assign(std::size_t(vectors), StripSlot{});
-    Index i = 0;  // vector v starts at v·W = i·wp + j
-    int j = 0;
-    for (StripSlot& s : cache.slots) {
-      const Index p = i * g.wo + std::min(j, g.wo);  // past wo: the next row's start
-      s.p = i < g.ho && p < g.l ? p : -1;
-      s.permuted = s.p >= 0 && j + W > g.wp;
-      if (s.permuted) s.perm = V::shift_down_perm(std::max(g.wo - j, 0), g.wp - std::max(j, g.wo));
-      j += W;
-      if (j >= g.wp) j -= g.wp, ++i;
-    }
-    cache.wp = g.wp, cache.wo = g.wo, cache.ho = g.ho;
-  }
-  return cache.slots.data();
-}
-
-// The strip variant, for rows a little short of whole blocks (the convnet's conv1 on AVX2: rows of
-// 26 in 4 vectors of 8, 81% of the lanes used). Positions run flat over the padded input's rows,
-// q = i·wp + j, so a block also covers each row's kw - 1 columns past wo (26 of 28 used: 93%)
-// instead of rounding every row up to whole blocks. The vector holding a row's end is compacted
-// before its store (StripSlot). The other junk lanes spill into positions stored later, as in the
-// row kernel; only stores past the plane are masked. Requires wp >= W (a vector crosses at most
-// one row end).
+// The shift kernel: y[o0 + o, P] for o < NC over the flat positions P of the output planes, JB
+// vectors at a time, tap t reading s + off[t] + P (shift_stage's planes). Only the plane's last
+// vector can be partial: its store is masked.
 template <int NC, int JB>
-void strip_forward_chunk(const float* xp, const float* wt, const float* b, float* y,
+void shift_forward_chunk(const float* s, const float* wt, const float* b, float* y,
                          const ConvGeom& g, int o0, const Index* off, const int* /*row_taps*/) {
-  static_assert(JB == kStripBlocks, "strip_slots() lays out blocks of kStripBlocks vectors");
   const int k = g.k;
   const Index co = g.co, l = g.l;
-  const Index end = Index(g.ho) * g.wp;
   float* yc = y + Index(o0) * l;
-  const StripSlot* slot = strip_slots(g);
-  for (Index q0 = 0; q0 < end; q0 += W * JB, slot += JB) {
+  for (Index p0 = 0; p0 < l; p0 += W * JB) {
     V::Reg acc[NC][JB];
     set_bias(acc, b != nullptr ? b + o0 : nullptr);
     const float* wk = wt + o0;
-    for (int t = 0; t < k; ++t, wk += co) fma_tap(acc, xp + q0 + off[t], wk);
+    for (int t = 0; t < k; ++t, wk += co) fma_tap(acc, s + p0 + off[t], wk);
 #pragma GCC unroll 4
     for (int jb = 0; jb < JB; ++jb) {
-      const StripSlot& s = slot[jb];
-      if (s.p < 0) continue;
-      if (s.permuted) {
-#pragma GCC unroll 32
-        for (int o = 0; o < NC; ++o) acc[o][jb] = V::permute(acc[o][jb], s.perm);
-      }
-      store_block(acc, jb, yc, l, s.p);
+      const Index p = p0 + W * jb;
+      if (p >= l) continue;  // no all-false-mask stores (see max_pool2d)
+      store_block(acc, jb, yc, l, p);
     }
   }
 }
@@ -172,18 +123,18 @@ void strip_forward_chunk(const float* xp, const float* wt, const float* b, float
 using ForwardChunkFn = void (*)(const float*, const float*, const float*, float*, const ConvGeom&,
                                 int, const Index*, const int*);
 
-// Chunk<1, JB> ... <sizeof(N), JB> (direct_forward_chunk or strip_forward_chunk), indexed by the
+// Chunk<1, JB> ... <sizeof(N), JB> (direct_forward_chunk or shift_forward_chunk), indexed by the
 // chunk's channels minus one.
-template <bool Strip, int JB, int... N>
+template <bool Shift, int JB, int... N>
 constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
     std::integer_sequence<int, N...>) {
-  if constexpr (Strip)
-    return {&strip_forward_chunk<N + 1, JB>...};
+  if constexpr (Shift)
+    return {&shift_forward_chunk<N + 1, JB>...};
   else
     return {&direct_forward_chunk<N + 1, JB>...};
 }
 
-template <bool Strip, int JB>
+template <bool Shift, int JB>
 void direct_forward_jb(const float* xp, const float* wt, const float* b, float* y,
                        const ConvGeom& g, const Index* off, const int* row_taps = nullptr) {
   // Channel chunks of at most kAccumulators / JB accumulators (16 for JB = 1 with AVX-512), as
@@ -194,7 +145,7 @@ void direct_forward_jb(const float* xp, const float* wt, const float* b, float* 
   for (int o0 = 0; o0 < g.co; o0 += per) {
     const int nc = std::min(per, g.co - o0);
     static constexpr auto table =
-        forward_chunk_table<Strip, JB>(std::make_integer_sequence<int, kMax>{});
+        forward_chunk_table<Shift, JB>(std::make_integer_sequence<int, kMax>{});
     table[std::size_t(nc - 1)](xp, wt, b, y, g, o0, off, row_taps);
   }
 }
@@ -533,14 +484,72 @@ void direct_forward_rows(const float* xp, const float* wt, const float* b, float
 void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g) {
   Index off[kDirectMaxK];
   tap_offsets(g, off);
-  // Strips when whole-row blocks waste more lanes (strip_pays); else the row kernel. (On the
-  // AVX-512 Xeon the convnet's conv1, 32 channels, was bound by storing its 5.5 MB output: 60
-  // GFLOP/s, 105 when the stores stayed in L1. On the AVX2 EPYC it is not: 4 images, whose output
-  // fits in L2, ran no faster per image than 64.)
-  if (strip_pays(g))
-    direct_forward_jb<true, kStripBlocks>(xp, wt, b, y, g, off);
+  direct_forward_rows(xp, wt, b, y, g, off);
+}
+
+Index shift_pitch(const ConvGeom& g) {
+  return (Index(g.hp) * g.wo + W - 1) / W * W;
+}
+
+std::size_t shift_buffer(const ConvGeom& g) {
+  return std::size_t(g.c) * std::size_t(g.kw) * std::size_t(shift_pitch(g)) +
+         std::size_t(kDirectSlack);
+}
+
+void shift_stage(const float* x, const ConvGeom& g, float* s) {
+  const Index pitch = shift_pitch(g), wo = g.wo;
+  const int vectors = (g.wo + W - 1) / W;  // per row; the last one spills into the next row
+  const V::Reg zero = V::zero();
+  for (int ci = 0; ci < g.c; ++ci) {
+    const float* xc = x + Index(ci) * g.h * g.w;
+    for (int q = 0; q < g.kw; ++q) {
+      float* plane = s + (Index(ci) * g.kw + q) * pitch;
+      // Column j reads x's column j + shift, for valid_lo <= j < valid_hi; vectors v wholly
+      // inside that range load plainly, the others with a mask (so x is read only in bounds).
+      const int shift = q - g.pw;
+      const int valid_lo = std::max(0, -shift), valid_hi = std::min(g.wo, g.w - shift);
+      const int full_lo = (valid_lo + W - 1) / W, full_hi = valid_hi / W;
+      // Whole vectors throughout: each store may spill into the next row, which is written after
+      // it, and the last into the next plane or the slack (written after, too).
+      for (Index i = 0; i < g.ph * wo; i += W) V::storeu(plane + i, zero);
+      float* d = plane + g.ph * wo;
+      for (int r = 0; r < g.h; ++r, d += wo) {
+        const float* src = xc + Index(r) * g.w + shift;
+        for (int v = 0; v < vectors; ++v) {
+          const int j = W * v;
+          V::storeu(d + j, v >= full_lo && v < full_hi
+                               ? V::loadu(src + j)
+                               : V::loadu(V::range(valid_lo - j, valid_hi - j), src + j));
+        }
+      }
+      for (Index i = Index(g.ph + g.h) * wo; i < pitch; i += W) V::storeu(plane + i, zero);
+    }
+  }
+  float* end = s + Index(g.c) * g.kw * pitch;
+  for (int i = 0; i < kDirectSlack; i += W) V::storeu(end + i, zero);
+}
+
+void shift_forward(const float* s, const float* wt, const float* b, float* y, const ConvGeom& g) {
+  // Taps in direct_forward's order (ci, p, q), so that each lane sums the same products in the
+  // same order.
+  Index off[kDirectMaxK];
+  const Index pitch = shift_pitch(g);
+  int t = 0;
+  for (int ci = 0; ci < g.c; ++ci)
+    for (int p = 0; p < g.kh; ++p)
+      for (int q = 0; q < g.kw; ++q) off[t++] = (Index(ci) * g.kw + q) * pitch + Index(p) * g.wo;
+  // Blocks of 3 vectors when they fill more of the accumulators over the channel chunks (the
+  // convnet's 32 channels: 8 chunks of 4 against 6 of at most 6), else of 2 (LeNet's 6: one chunk
+  // of 6 against 2 of 3).
+  const auto filled = [&](int blocks) {
+    const int per_chunk = V::kAccumulators / blocks;
+    const int chunks = (g.co + per_chunk - 1) / per_chunk;
+    return double(g.co) / double(chunks * per_chunk);
+  };
+  if (filled(3) > filled(2))
+    direct_forward_jb<true, 3>(s, wt, b, y, g, off);
   else
-    direct_forward_rows(xp, wt, b, y, g, off);
+    direct_forward_jb<true, 2>(s, wt, b, y, g, off);
 }
 
 std::size_t direct_dx_buffer(const ConvGeom& g) {

@@ -54,10 +54,10 @@ void col2im_band(const T* col, const ConvGeom& g, int i0, int i1, T* dxp, Index 
 // dilation, one group. The kernels read the (padded) image in place, with no column matrix, and
 // split output rows into blocks of simd::VecF::kLanes (16 or 8) lanes (the last one masked).
 constexpr int kDirectMaxK = 28;
-// Floats the kernels may read past the padded image: up to kStripBlocks·W + kw - 2 (the strip
-// kernel's last block, kw <= W), 62 with AVX-512.
+// Floats the kernels may read past the padded image (the row kernel's last block: up to 2·W + kw
+// - 2, kw <= W) or past the shift kernel's staged planes (its last block: up to 3·W - 1), 47 with
+// AVX-512.
 constexpr int kDirectSlack = 64;
-
 inline bool direct_eligible(const ConvGeom& g) {
   return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.k <= kDirectMaxK &&
          !g.pointwise;
@@ -66,6 +66,7 @@ inline bool direct_eligible(const ConvGeom& g) {
 #ifdef XGRAD_SIMD
 // Lanes of the direct kernels' vectors, and of direct_dw's accumulators.
 constexpr int kDirectLanes = simd::VecF::kLanes;
+static_assert(kDirectSlack >= 3 * kDirectLanes - 1, "a last block reads past the slack");
 
 // wt[t, o] = w[o, t] for o < co and 0 for co <= o < pitch: the transpose of w (co × k) with rows
 // `pitch` apart (pitch >= co), the weight layout of both direct kernels.
@@ -80,18 +81,42 @@ void tap_offsets(const ConvGeom& g, Index* off);
 // Requires direct_eligible(g).
 void direct_forward(const float* xp, const float* wt, const float* b, float* y, const ConvGeom& g);
 
-// Whether direct_forward takes its strip kernel: positions flat over the padded rows (q = i·wp +
-// j), which wastes fewer lanes than the row kernel's rounding of each output row up to whole blocks
-// of two vectors, when wp is shorter than that. Needs wp >= W and kw <= W. It computes kStripBlocks
-// vectors at a time: on the AVX2 EPYC, convnet conv1 forward took 0.77 s for 1500 batches with the
-// row kernel, 0.70 with strips of 2 vectors and 0.67 with 3 (best of 6; 4 vectors: 0.9).
-constexpr int kStripBlocks = 3;
-static_assert(kDirectSlack >= (kStripBlocks + 1) * simd::VecF::kLanes - 2,
-              "the strip kernel's last block reads past the slack");
-inline bool strip_pays(const ConvGeom& g) {
+// --- The shift kernel: output positions flat over the image, no lane lost to row ends ------------
+// The row kernel rounds every output row up to whole blocks of two vectors: LeNet's conv1 (rows of
+// 28 in 32 lanes) loses 12.5% of its FMAs to lanes past the row end, the convnet's conv1 (26 in
+// 32) 19%. The shift kernel instead stages, for each input channel ci and kernel column q, the
+// plane s[ci, q] = the input shifted left by q - pw, zero-padded to hp rows of exactly wo columns
+// (shift_stage). Tap (ci, p, q) of output position P = i·wo + j is then s[ci, q][P + p·wo], so
+// every output plane is one flat run of l = ho·wo positions: whole vectors but the last, loads at
+// fixed offsets, nothing to mask or permute. Staging writes c·kw·hp·wo floats per image, in place
+// of the padded copy the row kernel needs.
+//   On the AVX2 EPYC (1 thread, batch 64, medians of 21 alternating runs in one process, staging
+// included): LeNet conv1 forward 1.16-1.20x the row kernel's speed, the convnet's conv1
+// 1.10-1.17x the former strip kernel's (positions flat over the padded rows, 26 of 28 lanes).
+// Blocks of 2 or 3 vectors, whichever fills more accumulators (4 spilled registers with AVX2:
+// 0.74-0.83x).
+// Taken when the row kernel would use less than 15/16 of its lanes; AVX-512 has not been measured
+// with it (there the flat kernel takes k <= 12 first).
+inline bool shift_pays(const ConvGeom& g) {
   constexpr int W = simd::VecF::kLanes;
-  return g.wo > W && g.wp >= W && g.kw <= W && g.wp < (g.wo + 2 * W - 1) / (2 * W) * (2 * W);
+  const int block = g.wo > W ? 2 * W : W;  // the row kernel's
+  const int rounded = (g.wo + block - 1) / block * block;
+  return direct_eligible(g) && 16 * g.wo < 15 * rounded;
 }
+// Floats per staged plane: hp·wo rounded up to whole vectors, so that every plane is aligned.
+Index shift_pitch(const ConvGeom& g);
+// Floats of shift_stage's output: c·kw planes and kDirectSlack more.
+std::size_t shift_buffer(const ConvGeom& g);
+// s[(ci·kw + q)·shift_pitch(g) + r·wo + j] = x[ci, r - ph, j + q - pw] (0 outside x) for r < hp,
+// j < wo, then zeros to the end of each plane and kDirectSlack zeros: the planes of one image x
+// (c×h×w, unpadded; read only inside its bounds) for shift_forward. s must be aligned to a whole
+// vector (64 bytes suffice). Requires direct_eligible(g).
+void shift_stage(const float* x, const ConvGeom& g, float* s);
+// y[o, P] = b[o] (0 when b is null) + Σ_{ci,p,q} wt[(ci·kh + p)·kw + q, o]·s[ci, q][P + p·wo] for
+// the l positions P of each output plane, o < co: the same sums as direct_forward, tap by tap in
+// the same order, so the same floats. wt = wᵀ (transpose_weights with pitch co), y co×ho×wo.
+// Requires direct_eligible(g).
+void shift_forward(const float* s, const float* wt, const float* b, float* y, const ConvGeom& g);
 
 // One image's contribution to dW, kept lane-wise: vacc[o, t, lane] += Σ over the positions
 // (i, j) of lane `lane` of gy[o, i, j]·x_t[i, j], x_t the input shifted by tap t = (ci, p, q).

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -203,48 +204,82 @@ double direct_conv_error(const std::vector<float>& xp, const std::vector<float>&
 
 }  // namespace
 
-// direct_forward (row and strip kernels) against loops, with guards around the output: the strip
-// kernel compacts the vector holding each row's end by a lane permutation and masks only stores
-// past the plane, so a wrong shift or a stray store shows here.
-BOOST_AUTO_TEST_CASE(direct_conv_row_and_strip_kernels_match_loops) {
+// The unpadded image inside a padded one (c×hp×wp): the input of shift_stage.
+std::vector<float> unpadded(const std::vector<float>& xp, const detail::ConvGeom& g) {
+  std::vector<float> x(std::size_t(g.c * g.h * g.w));
+  for (int ci = 0; ci < g.c; ++ci)
+    for (int i = 0; i < g.h; ++i)
+      for (int j = 0; j < g.w; ++j)
+        x[std::size_t((ci * g.h + i) * g.w + j)] =
+            xp[std::size_t((ci * g.hp + i + g.ph) * g.wp + j + g.pw)];
+  return x;
+}
+
+// direct_forward (the row kernel) and shift_stage + shift_forward against loops, with guards around
+// the output and past the staged planes. The shift kernel must give the row kernel's floats bit for
+// bit (the same products summed in the same order), and its staging must read only inside the
+// unpadded image (x is a vector of exactly c·h·w floats, which the sanitizer build checks).
+BOOST_AUTO_TEST_CASE(direct_conv_row_and_shift_kernels_match_loops) {
   std::mt19937 rng(9);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   struct Case {
     int c, h, w, co, kh, kw, pad;
     bool bias;
   };
-  int strips = 0;
-  for (const Case& cs : {Case{1, 28, 28, 32, 3, 3, 0, true},   // the convnet's conv1: 26 of 28
-                         Case{1, 28, 28, 6, 5, 5, 2, true},    // LeNet's conv1
-                         Case{1, 13, 13, 7, 3, 3, 0, false},   // wp 13, wo 11
-                         Case{1, 20, 20, 9, 5, 5, 1, true},    // wp 22, wo 18
-                         Case{2, 17, 30, 5, 3, 3, 0, true},    // two input channels, wp 30
-                         Case{1, 28, 27, 3, 4, 4, 0, true},    // shift by 3
-                         Case{1, 5, 40, 13, 2, 7, 0, true},    // shift by 6, 5 rows
-                         Case{1, 9, 9, 4, 2, 2, 0, false},     // wo 8 = one AVX2 vector
-                         Case{1, 3, 17, 2, 3, 1, 1, true}}) {  // kw 1: no junk columns
+  int shifts = 0;
+  for (const Case& cs : {Case{1, 28, 28, 32, 3, 3, 0, true},    // the convnet's conv1: 26 of 32
+                         Case{1, 28, 28, 6, 5, 5, 2, true},     // LeNet's conv1: 28 of 32
+                         Case{1, 13, 13, 7, 3, 3, 0, false},    // wp 13, wo 11
+                         Case{1, 20, 20, 9, 5, 5, 1, true},     // wp 22, wo 18
+                         Case{2, 17, 30, 5, 3, 3, 0, true},     // two input channels, wo 28
+                         Case{1, 28, 27, 3, 4, 4, 0, true},     // wo 24
+                         Case{1, 5, 40, 13, 2, 7, 0, true},     // wo 34, 5 rows
+                         Case{1, 9, 9, 4, 2, 2, 0, false},      // wo 8 = one AVX2 vector
+                         Case{1, 3, 17, 2, 3, 1, 1, true},      // kw 1
+                         Case{3, 7, 7, 11, 3, 3, 3, true},      // padding wider than the kernel
+                         Case{1, 4, 3, 5, 5, 5, 2, true},       // 4x3 output, every tap row cut
+                         Case{1, 30, 61, 8, 1, 5, 2, true}}) {  // kh 1, wo 61: a long row
     const detail::ConvGeom g = direct_geom(cs.c, cs.h, cs.w, cs.co, cs.kh, cs.kw, cs.pad);
     BOOST_REQUIRE(detail::direct_eligible(g));
-    strips += detail::strip_pays(g) ? 1 : 0;
+    shifts += detail::shift_pays(g) ? 1 : 0;
     const std::vector<float> xp = padded_input(g, rng);
+    const std::vector<float> x = unpadded(xp, g);
     std::vector<float> w(std::size_t(g.co * g.k)), b(std::size_t(g.co)), wt(w.size());
     for (float& v : w) v = u(rng);
     for (float& v : b) v = u(rng);
     detail::transpose_weights(w.data(), g, g.co, wt.data());
+    const float* bias = cs.bias ? b.data() : nullptr;
     BOOST_TEST_CONTEXT("c " << cs.c << " " << cs.h << "x" << cs.w << " co " << cs.co << " k "
-                            << cs.kh << "x" << cs.kw << " pad " << cs.pad << " strip "
-                            << detail::strip_pays(g)) {
+                            << cs.kh << "x" << cs.kw << " pad " << cs.pad << " shift pays "
+                            << detail::shift_pays(g)) {
       constexpr float guard = 12345.f;
       const std::size_t out = std::size_t(g.co) * std::size_t(g.l);
-      std::vector<float> buf(out + 64, guard);
-      float* y = buf.data() + 32;
-      detail::direct_forward(xp.data(), wt.data(), cs.bias ? b.data() : nullptr, y, g);
-      BOOST_TEST(direct_conv_error(xp, w, cs.bias ? b.data() : nullptr, y, g) < 1e-5);
-      BOOST_TEST(std::all_of(buf.begin(), buf.begin() + 32, [](float v) { return v == guard; }));
-      BOOST_TEST(std::all_of(buf.end() - 32, buf.end(), [](float v) { return v == guard; }));
+      std::vector<float> row_buf(out + 64, guard), shift_buf(out + 64, guard);
+      float* y_row = row_buf.data() + 32;
+      float* y_shift = shift_buf.data() + 32;
+      detail::direct_forward(xp.data(), wt.data(), bias, y_row, g);
+      BOOST_TEST(direct_conv_error(xp, w, bias, y_row, g) < 1e-5);
+
+      const std::size_t staged = detail::shift_buffer(g);
+      std::vector<float> s_buf(staged + 16 + 64, guard);  // room to align s to 64 bytes
+      const std::size_t lead = (64 - reinterpret_cast<std::uintptr_t>(s_buf.data()) % 64) % 64 / 4;
+      float* s = s_buf.data() + lead;
+      detail::shift_stage(x.data(), g, s);
+      BOOST_TEST(std::all_of(s_buf.begin(), s_buf.begin() + std::ptrdiff_t(lead),
+                             [](float v) { return v == guard; }));
+      BOOST_TEST(
+          std::all_of(s + staged, s_buf.data() + s_buf.size(), [](float v) { return v == guard; }));
+      detail::shift_forward(s, wt.data(), bias, y_shift, g);
+      BOOST_TEST(std::memcmp(y_row, y_shift, out * sizeof(float)) == 0);
+
+      for (const std::vector<float>* buf : {&row_buf, &shift_buf}) {
+        BOOST_TEST(
+            std::all_of(buf->begin(), buf->begin() + 32, [](float v) { return v == guard; }));
+        BOOST_TEST(std::all_of(buf->end() - 32, buf->end(), [](float v) { return v == guard; }));
+      }
     }
   }
-  BOOST_TEST(strips >= 5);  // with 8 lanes (AVX2) and with 16 (AVX-512)
+  BOOST_TEST(shifts >= 9);  // with 8 lanes (AVX2) and with 16 (AVX-512)
 }
 
 // The flat kernel against loops, for every alignment of the output (0-15 floats past a 64-byte
