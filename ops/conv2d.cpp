@@ -268,12 +268,19 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
     T* dw_t = dw != nullptr ? acc_t : nullptr;
     T* db_t = db != nullptr ? acc_t + (dw != nullptr ? w_size : 0) : nullptr;
     T* col = g.pointwise ? nullptr : scratch<T, 0>(band_elems);
+#ifdef XGRAD_SIMD
+    // The first layer (no dX) of few input channels: direct dW into lane-wise accumulators, from
+    // the shift kernel's staged planes where its forward takes them.
+    const bool direct_dw_pass = std::is_same_v<T, float> && dx == nullptr && direct_eligible(g);
+    const bool shift_dw_pass = direct_dw_pass && dw_t != nullptr && detail::shift_pays(g);
+    float* planes = shift_dw_pass ? scratch<float, 1>(detail::shift_buffer(g)) : nullptr;
+#else
+    constexpr bool shift_dw_pass = false;
+#endif
     // With padding, x is staged padded (for dW) and dX accumulates in a padded image: bands of
     // the two interleave, so they get separate halves of the buffer.
-    T* pad_buf = g.padded ? scratch<T, 1>(padded_elems * 2) : nullptr;
+    T* pad_buf = g.padded && !shift_dw_pass ? scratch<T, 1>(padded_elems * 2) : nullptr;
 #ifdef XGRAD_SIMD
-    // The first layer (no dX) of few input channels: direct dW into lane-wise accumulators.
-    const bool direct_dw_pass = std::is_same_v<T, float> && dx == nullptr && direct_eligible(g);
     float* vacc = nullptr;
     if (direct_dw_pass && dw_t != nullptr) {
       const std::size_t vn = std::size_t(g.co) * std::size_t(g.k) * detail::kDirectLanes;
@@ -321,6 +328,11 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
       }
 #ifdef XGRAD_SIMD
       if constexpr (std::is_same_v<T, float>) {
+        if (shift_dw_pass) {
+          detail::shift_stage(xn, g, planes);
+          detail::shift_dw(planes, gyn, vacc, g);
+          continue;
+        }
         if (direct_dw_pass) {
           if (dw_t != nullptr) {
             const T* xp = xn;

@@ -117,6 +117,13 @@ void shift_stage(const float* x, const ConvGeom& g, float* s);
 // the same order, so the same floats. wt = wᵀ (transpose_weights with pitch co), y co×ho×wo.
 // Requires direct_eligible(g).
 void shift_forward(const float* s, const float* wt, const float* b, float* y, const ConvGeom& g);
+// off[t] = the offset of tap t = (ci, p, q) in shift_stage's planes: (ci·kw + q)·shift_pitch(g) +
+// p·wo, for t < k.
+void shift_offsets(const ConvGeom& g, Index* off);
+// One image's contribution to dW from its staged planes s, lane-wise as direct_dw's:
+// vacc[o, t, lane] += Σ over the flat positions P of lane `lane` of gy[o, P]·s[off[t] + P], gy
+// co×ho×wo, vacc co×k×kDirectLanes (direct_dw_finish adds it to dw). Requires direct_eligible(g).
+void shift_dw(const float* s, const float* gy, float* vacc, const ConvGeom& g);
 
 // One image's contribution to dW, kept lane-wise: vacc[o, t, lane] += Σ over the positions
 // (i, j) of lane `lane` of gy[o, i, j]·x_t[i, j], x_t the input shifted by tap t = (ci, p, q).
