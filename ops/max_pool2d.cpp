@@ -50,10 +50,10 @@ inline __mmask16 lanes(int n) {
   return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
 }
 
-// Whether v replaces b (see takes_over below), lane-wise.
+// Whether v replaces b (see takes_over below), lane-wise: !(v <= b) (true when v > b or either
+// is NaN), where b is not NaN.
 inline __mmask16 takes_over_v(__m512 v, __m512 b) {
-  return _mm512_cmp_ps_mask(v, b, _CMP_GT_OQ) |
-         (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(b, b, _CMP_ORD_Q));
+  return _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(b, b, _CMP_ORD_Q), v, b, _CMP_NLE_UQ);
 }
 
 // One plane: y = the max of each 2x2 window; code (when non-null) its position 0..3.
@@ -157,11 +157,11 @@ inline void store_first(float* p, int n, __m256 v) {
   }
 }
 
-// Whether v replaces b (see takes_over below), lane-wise, as an all-ones lane.
+// Whether v replaces b (see takes_over below), lane-wise, as an all-ones lane. NLE_UQ is
+// !(v <= b), true when v > b or either is NaN; the ORD test of b then drops the lanes where b is
+// NaN: v > b, or v NaN and b a number, in two compares and an AND instead of five operations.
 inline __m256 takes_over_v(__m256 v, __m256 b) {
-  return _mm256_or_ps(
-      _mm256_cmp_ps(v, b, _CMP_GT_OQ),
-      _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_ORD_Q)));
+  return _mm256_and_ps(_mm256_cmp_ps(v, b, _CMP_NLE_UQ), _mm256_cmp_ps(b, b, _CMP_ORD_Q));
 }
 
 // The even and the odd elements of the 16 floats lo, hi, in order.

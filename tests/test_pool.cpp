@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -239,6 +240,49 @@ BOOST_AUTO_TEST_CASE(max_pool_propagates_nan) {
   const Tensor<double> x = make({1, 1, 2, 2}, {1, nan, 3, 2});
   Variable<double> y = max_pool2d(Variable<double>(x), Pool2DParams{{2, 2}, {2, 2}, {0, 0}});
   BOOST_TEST(std::isnan(y.value()(0, 0, 0, 0)));
+}
+
+// The float 2x2 kernels (AVX2 / AVX-512) against the rule of the scalar path: a NaN takes over a
+// number and then stays (the first NaN of a window wins, as its gradient shows), else the first
+// maximum in row-major order wins. NaNs at every window position, alone, in pairs and beside ties,
+// in rows of whole vectors (28 wide), of a last partial chunk (18) and shorter than a vector (10).
+BOOST_AUTO_TEST_CASE(float_2x2_kernel_propagates_the_first_nan) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const Pool2DParams k2{{2, 2}, {2, 2}, {0, 0}};
+  std::mt19937 rng(17);
+  std::uniform_int_distribution<int> small(-2, 2), pick(0, 9);
+  for (const std::size_t w : {28u, 18u, 10u}) {
+    const std::size_t h = 6, planes = 3;
+    Tensor<float> x = empty_tensor<float>({2, planes, h, w});
+    for (float& v : x) v = pick(rng) < 3 ? nan : float(small(rng));  // ties and NaNs
+    Variable<float> xv(x, true);
+    const Variable<float> y = max_pool2d(xv, k2);
+    Tensor<float> g = empty_tensor<float>(shape_of(y.value()));
+    for (std::size_t i = 0; i < g.size(); ++i) g.data()[i] = float(i + 1);
+    y.backward(g);
+    std::size_t nan_windows = 0;
+    for (std::size_t n = 0; n < 2 * planes; ++n)
+      for (std::size_t i = 0; i < h / 2; ++i)
+        for (std::size_t j = 0; j < w / 2; ++j) {
+          const float* plane = x.data() + n * h * w;
+          std::size_t best = (2 * i) * w + 2 * j;  // the rule, window element by element
+          for (const std::size_t e :
+               {(2 * i) * w + 2 * j + 1, (2 * i + 1) * w + 2 * j, (2 * i + 1) * w + 2 * j + 1}) {
+            const float v = plane[e], b = plane[best];
+            if (v > b || (std::isnan(v) && !std::isnan(b))) best = e;
+          }
+          const std::size_t out = (n * (h / 2) + i) * (w / 2) + j;
+          const float got = y.value().data()[out];
+          nan_windows += std::isnan(plane[best]) ? 1 : 0;
+          BOOST_TEST((std::isnan(plane[best]) ? std::isnan(got) : got == plane[best]),
+                     "w " << w << " plane " << n << " window " << i << "," << j);
+          for (std::size_t e : {(2 * i) * w + 2 * j, (2 * i) * w + 2 * j + 1,
+                                (2 * i + 1) * w + 2 * j, (2 * i + 1) * w + 2 * j + 1})
+            BOOST_TEST(xv.grad().data()[n * h * w + e] == (e == best ? g.data()[out] : 0.f),
+                       "w " << w << " plane " << n << " element " << e);
+        }
+    BOOST_TEST(nan_windows > 10);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(global_avg_pool) {
