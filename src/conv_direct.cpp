@@ -567,7 +567,7 @@ std::size_t shift_buffer(const ConvGeom& g) {
 
 void shift_stage(const float* x, const ConvGeom& g, float* s) {
   const Index pitch = shift_pitch(g), wo = g.wo;
-  const int vectors = (g.wo + W - 1) / W;  // per row; the last one spills into the next row
+  const int vectors = (g.wo + W - 1) / W;  // per row
   const V::Reg zero = V::zero();
   for (int ci = 0; ci < g.c; ++ci) {
     const float* xc = x + Index(ci) * g.h * g.w;
@@ -578,17 +578,23 @@ void shift_stage(const float* x, const ConvGeom& g, float* s) {
       const int shift = q - g.pw;
       const int valid_lo = std::max(0, -shift), valid_hi = std::min(g.wo, g.w - shift);
       const int full_lo = (valid_lo + W - 1) / W, full_hi = valid_hi / W;
-      // Whole vectors throughout: each store may spill into the next row, which is written after
-      // it, and the last into the next plane or the slack (written after, too).
+      // Whole vectors throughout, so stores spill past a row's end: the zero rows first (their
+      // last store spills into the first row), then one column of vectors at a time over all the
+      // rows, from the last column (whose stores spill into the next row's first columns, written
+      // after) to the first, then the rest of the plane (the last row may spill into it, or into
+      // the next plane or the slack, written after). Column by column, with each mask made once,
+      // took half the time of row by row (LeNet conv1: 0.77 against 1.55 µs an image).
       for (Index i = 0; i < g.ph * wo; i += W) V::storeu(plane + i, zero);
-      float* d = plane + g.ph * wo;
-      for (int r = 0; r < g.h; ++r, d += wo) {
-        const float* src = xc + Index(r) * g.w + shift;
-        for (int v = 0; v < vectors; ++v) {
-          const int j = W * v;
-          V::storeu(d + j, v >= full_lo && v < full_hi
-                               ? V::loadu(src + j)
-                               : V::loadu(V::range(valid_lo - j, valid_hi - j), src + j));
+      float* body = plane + g.ph * wo;
+      for (int v = vectors - 1; v >= 0; --v) {
+        const int j = W * v;
+        float* d = body + j;
+        const float* src = xc + shift + j;
+        if (v >= full_lo && v < full_hi) {
+          for (int r = 0; r < g.h; ++r) V::storeu(d + r * wo, V::loadu(src + Index(r) * g.w));
+        } else {
+          const V::Mask m = V::range(valid_lo - j, valid_hi - j);
+          for (int r = 0; r < g.h; ++r) V::storeu(d + r * wo, V::loadu(m, src + Index(r) * g.w));
         }
       }
       for (Index i = Index(g.ph + g.h) * wo; i < pitch; i += W) V::storeu(plane + i, zero);
