@@ -90,9 +90,12 @@ void direct_forward(const float* xp, const float* wt, const float* b, float* y, 
 // every output plane is one flat run of l = ho·wo positions: whole vectors but the last, loads at
 // fixed offsets, nothing to mask or permute. Staging writes c·kw·hp·wo floats per image, in place
 // of the padded copy the row kernel needs.
-//   On the AVX2 EPYC (1 thread, batch 64, medians of 21 alternating runs in one process, staging
-// included): LeNet conv1 forward 1.16-1.20x the row kernel's speed, the convnet's conv1
-// 1.10-1.17x the former strip kernel's (positions flat over the padded rows, 26 of 28 lanes).
+//   On the AVX2 EPYC (1 thread, batch 64, medians of 21 alternating runs in one process, three
+// runs, staging included against the row kernel's padded copy): LeNet conv1's forward ran at
+// 1.04-1.09x the row kernel's speed (staging costs about half of what its 12.5% fewer FMAs save),
+// the convnet's conv1 at 1.34-1.40x (and at 1.10-1.17x the strip kernel's that it replaces, flat
+// over the padded rows with 26 lanes of 28, in a first measurement with a staging loop much like
+// this one); their dW (shift_dw) at 1.44-1.86x and 1.54-1.79x direct_dw's.
 // Blocks of 2 or 3 vectors, whichever fills more accumulators (4 spilled registers with AVX2:
 // 0.74-0.83x).
 // Taken when the row kernel would use less than 15/16 of its lanes; AVX-512 has not been measured
