@@ -270,7 +270,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
     T* col = g.pointwise ? nullptr : scratch<T, 0>(band_elems);
 #ifdef XGRAD_SIMD
     // The first layer (no dX) of few input channels: direct dW into lane-wise accumulators, from
-    // the shift kernel's staged planes where its forward takes them.
+    // shift_stage's planes where the shift kernel pays (shift_pays), else from the padded image.
     const bool direct_dw_pass = std::is_same_v<T, float> && dx == nullptr && direct_eligible(g);
     const bool shift_dw_pass = direct_dw_pass && dw_t != nullptr && detail::shift_pays(g);
     float* planes = shift_dw_pass ? scratch<float, 1>(detail::shift_buffer(g)) : nullptr;

@@ -34,17 +34,6 @@ struct VecF {
   static void storeu(float* p, Mask m, Reg v) { _mm512_mask_storeu_ps(p, m, v); }
   static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
-  // A lane permutation for permute(v, p). shift_down_perm(from, by): lane x of the result is lane x
-  // of v for x < from, else lane min(x + by, 15) (lanes from `from` on move down by `by`, the top
-  // ones repeating the last lane).
-  using Perm = __m512i;
-  static Perm shift_down_perm(int from, int by) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __mmask16 moved = _mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32(from));
-    return _mm512_min_epi32(_mm512_mask_add_epi32(lane, moved, lane, _mm512_set1_epi32(by)),
-                            _mm512_set1_epi32(15));
-  }
-  static Reg permute(Reg v, Perm p) { return _mm512_permutexvar_ps(p, v); }
   // Lane x = p[16·x] for the lanes in m, 0 elsewhere.
   static Reg gather16(Mask m, const float* p) {
     const __m512i idx =
@@ -76,14 +65,6 @@ struct VecF {
   static void storeu(float* p, Mask m, Reg v) { _mm256_maskstore_ps(p, m, v); }
   static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
-  using Perm = __m256i;
-  static Perm shift_down_perm(int from, int by) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i moved = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(from - 1));
-    return _mm256_min_epi32(_mm256_add_epi32(lane, _mm256_and_si256(moved, _mm256_set1_epi32(by))),
-                            _mm256_set1_epi32(7));
-  }
-  static Reg permute(Reg v, Perm p) { return _mm256_permutevar8x32_ps(v, p); }
   static Reg gather16(Mask m, const float* p) {
     const __m256i idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
     return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(m), 4);
