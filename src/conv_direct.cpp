@@ -150,6 +150,31 @@ void direct_forward_jb(const float* xp, const float* wt, const float* b, float* 
   }
 }
 
+// acc = 0: the start of a dW chunk.
+template <int OB, int T>
+[[gnu::always_inline]] inline void zero_all(V::Reg (&acc)[OB][T]) {
+#pragma GCC unroll 32
+  for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 32
+    for (int u = 0; u < T; ++u) acc[o][u] = V::zero();
+}
+
+// vacc[o0 + o, t0 + u, :] += acc[o][u] for o < ob, u < T: the end of a dW chunk. Compile-time
+// bounds only (a runtime bound here made GCC keep acc in memory, storing it after every FMA).
+template <int OB, int T>
+[[gnu::always_inline]] inline void add_to_lanes(const V::Reg (&acc)[OB][T], float* vacc,
+                                                const ConvGeom& g, int o0, int ob, int t0) {
+#pragma GCC unroll 32
+  for (int o = 0; o < OB; ++o) {
+    if (o >= ob) break;
+#pragma GCC unroll 32
+    for (int u = 0; u < T; ++u) {
+      float* a = vacc + (Index(o0 + o) * g.k + t0 + u) * W;
+      V::storeu(a, V::add(V::loadu(a), acc[o][u]));
+    }
+  }
+}
+
 // vacc[o, t0 + t, :] += Σ_{i,j} gy[o, i, j]·x_{t0+t}[i, j] for t < K, lane-wise (lanes are summed
 // once at the end of the pass, see direct_dw_finish), for OB channels from o0 at a time: OB·K
 // vector accumulators in registers; the taps' offsets come from a table so that the tap loop
@@ -158,8 +183,7 @@ template <int K, int OB>
 void direct_dw_chunk(const float* xp, const float* gy, float* vacc, const ConvGeom& g, int o0,
                      int ob, int t0, const Index* off) {
   V::Reg acc[OB][K];
-  for (int o = 0; o < OB; ++o)
-    for (int t = 0; t < K; ++t) acc[o][t] = V::zero();
+  zero_all(acc);
   for (int i = 0; i < g.ho; ++i)
     for (int j0 = 0; j0 < g.wo; j0 += W) {
       const V::Mask m = V::first(g.wo - j0);
@@ -174,17 +198,7 @@ void direct_dw_chunk(const float* xp, const float* gy, float* vacc, const ConvGe
         for (int o = 0; o < OB; ++o) acc[o][t] = V::fmadd(gv[o], xv, acc[o][t]);
       }
     }
-    // Compile-time indices only (a runtime bound here made GCC keep acc in memory, storing it
-    // after every FMA).
-#pragma GCC unroll 32
-  for (int o = 0; o < OB; ++o) {
-    if (o >= ob) break;
-#pragma GCC unroll 32
-    for (int t = 0; t < K; ++t) {
-      float* a = vacc + (Index(o0 + o) * g.k + t0 + t) * W;
-      V::storeu(a, V::add(V::loadu(a), acc[o][t]));
-    }
-  }
+  add_to_lanes(acc, vacc, g, o0, ob, t0);
 }
 
 // direct_dw_chunk for one input channel and kernel rows p0 .. p0 + PR - 1 of a KH×KW kernel
@@ -195,10 +209,7 @@ void direct_dw_chunk_c1(const float* xp, const float* gy, float* vacc, const Con
                         int ob, int p0) {
   constexpr int K = PR * KW;
   V::Reg acc[OB][K];
-#pragma GCC unroll 32
-  for (int o = 0; o < OB; ++o)
-#pragma GCC unroll 32
-    for (int t = 0; t < K; ++t) acc[o][t] = V::zero();
+  zero_all(acc);
   const Index wp = g.wp;
   for (int i = 0; i < g.ho; ++i)
     for (int j0 = 0; j0 < g.wo; j0 += W) {
@@ -219,15 +230,7 @@ void direct_dw_chunk_c1(const float* xp, const float* gy, float* vacc, const Con
         }
       }
     }
-#pragma GCC unroll 32
-  for (int o = 0; o < OB; ++o) {
-    if (o >= ob) break;
-#pragma GCC unroll 32
-    for (int t = 0; t < K; ++t) {
-      float* a = vacc + (Index(o0 + o) * g.k + p0 * KW + t) * W;
-      V::storeu(a, V::add(V::loadu(a), acc[o][t]));
-    }
-  }
+  add_to_lanes(acc, vacc, g, o0, ob, p0 * KW);
 }
 
 template <int K>
@@ -280,10 +283,7 @@ template <int T, int OB>
 void shift_dw_chunk(const float* s, const float* gy, float* vacc, const ConvGeom& g, int o0, int ob,
                     int t0, const Index* off) {
   V::Reg acc[OB][T];
-#pragma GCC unroll 8
-  for (int o = 0; o < OB; ++o)
-#pragma GCC unroll 8
-    for (int u = 0; u < T; ++u) acc[o][u] = V::zero();
+  zero_all(acc);
   const Index l = g.l;
   const float* gyo[OB];
 #pragma GCC unroll 8
@@ -309,15 +309,7 @@ void shift_dw_chunk(const float* s, const float* gy, float* vacc, const ConvGeom
     const V::Mask m = V::first(int(l - p));
     step(p, [m](const float* a) { return V::loadu(m, a); });
   }
-#pragma GCC unroll 8
-  for (int o = 0; o < OB; ++o) {
-    if (o >= ob) break;
-#pragma GCC unroll 8
-    for (int u = 0; u < T; ++u) {
-      float* a = vacc + (Index(o0 + o) * g.k + t0 + u) * W;
-      V::storeu(a, V::add(V::loadu(a), acc[o][u]));
-    }
-  }
+  add_to_lanes(acc, vacc, g, o0, ob, t0);
 }
 
 // Taps per shift_dw_chunk: at most 6, with 2 channels (AVX2: 12 accumulators, 2 gradient vectors
