@@ -245,7 +245,8 @@ BOOST_AUTO_TEST_CASE(max_pool_propagates_nan) {
 // The float 2x2 kernels (AVX2 / AVX-512) against the rule of the scalar path: a NaN takes over a
 // number and then stays (the first NaN of a window wins, as its gradient shows), else the first
 // maximum in row-major order wins. NaNs at every window position, alone, in pairs and beside ties,
-// in rows of whole vectors (28 wide), of a last partial chunk (18) and shorter than a vector (10).
+// in rows of whole vectors (28 wide), of a last chunk that overlaps the one before (18) and of
+// outputs shorter than a vector (10).
 BOOST_AUTO_TEST_CASE(float_2x2_kernel_propagates_the_first_nan) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const Pool2DParams k2{{2, 2}, {2, 2}, {0, 0}};
