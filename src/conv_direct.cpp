@@ -723,17 +723,55 @@ void lanes_dw_finish(const float* dwt, float* dw, const ConvGeom& g) {
     for (int t = 0; t < g.k; ++t) dw[Index(o) * g.k + t] += dwt[Index(t) * kLanesPitch + o];
 }
 
+#ifndef __AVX512F__
+namespace {
+
+// r[j][i] = r[i][j] for i, j < 8: an 8x8 transpose in registers (unpack within 128-bit lanes,
+// shuffle pairs, then swap the 128-bit halves).
+inline void transpose8x8(__m256 (&r)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+}  // namespace
+#endif
+
 void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
                    float* y, const ConvGeom& g) {
   constexpr auto rows = std::make_integer_sequence<int, kLanesMaxWo>{};
   static constexpr auto one_vector = lanes_table<1>(rows);
   static constexpr auto all_vectors = lanes_table<kLanesPitch / W>(rows);  // 16 channels
   (g.co <= W ? one_vector : all_vectors)[std::size_t(g.wo - 1)](xp, w16, off, b, tile, g);
-  // y[o, p] = tile[p, o]: gathers of W positions, 16 floats apart.
+  // y[o, p] = tile[p, o]. With AVX2, 8x8 blocks transposed in registers; then, and with AVX-512
+  // throughout, gathers of W positions, 16 floats apart.
   const Index l = g.l;
+  Index p0 = 0;
+#ifndef __AVX512F__
+  for (; p0 + 8 <= l; p0 += 8)
+    for (int c0 = 0; c0 < g.co; c0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tile + (p0 + i) * kLanesPitch + c0);
+      transpose8x8(r);
+      for (int j = 0; j < std::min(8, g.co - c0); ++j)
+        _mm256_storeu_ps(y + Index(c0 + j) * l + p0, r[j]);
+    }
+#endif
   for (int o = 0; o < g.co; ++o) {
     float* yo = y + Index(o) * l;
-    Index p = 0;
+    Index p = p0;
     for (; p + W <= l; p += W)
       V::storeu(yo + p, V::gather16(V::first(W), tile + p * kLanesPitch + o));
     if (p < l) {
