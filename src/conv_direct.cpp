@@ -703,26 +703,6 @@ void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g) {
   }
 }
 
-void lanes_dw(const float* xp, const float* gy, const Index* off, float* gyt, float* dwt,
-              const ConvGeom& g) {
-  // gyt[p, o] = gy[o, p], channels past co zero.
-  const Index l = g.l;
-  for (Index p = 0; p < l; ++p) {
-    float* d = gyt + p * kLanesPitch;
-    for (int o = 0; o < g.co; ++o) d[o] = gy[Index(o) * l + p];
-    for (int o = g.co; o < kLanesPitch; ++o) d[o] = 0.f;
-  }
-  if (g.co <= W)
-    lanes_dw_image<1>(xp, gyt, off, dwt, g);
-  else
-    lanes_dw_image<kLanesPitch / W>(xp, gyt, off, dwt, g);
-}
-
-void lanes_dw_finish(const float* dwt, float* dw, const ConvGeom& g) {
-  for (int o = 0; o < g.co; ++o)
-    for (int t = 0; t < g.k; ++t) dw[Index(o) * g.k + t] += dwt[Index(t) * kLanesPitch + o];
-}
-
 #ifndef __AVX512F__
 namespace {
 
@@ -748,6 +728,38 @@ inline void transpose8x8(__m256 (&r)[8]) {
 
 }  // namespace
 #endif
+
+void lanes_dw(const float* xp, const float* gy, const Index* off, float* gyt, float* dwt,
+              const ConvGeom& g) {
+  // gyt[p, o] = gy[o, p], channels past co zero: with AVX2, 8x8 blocks transposed in registers;
+  // then, and with AVX-512 throughout, element by element.
+  const Index l = g.l;
+  Index p0 = 0;
+#ifndef __AVX512F__
+  for (; p0 + 8 <= l; p0 += 8)
+    for (int c0 = 0; c0 < kLanesPitch; c0 += 8) {
+      __m256 r[8];
+      for (int j = 0; j < 8; ++j)
+        r[j] = c0 + j < g.co ? _mm256_loadu_ps(gy + Index(c0 + j) * l + p0) : _mm256_setzero_ps();
+      transpose8x8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(gyt + (p0 + i) * kLanesPitch + c0, r[i]);
+    }
+#endif
+  for (Index p = p0; p < l; ++p) {
+    float* d = gyt + p * kLanesPitch;
+    for (int o = 0; o < g.co; ++o) d[o] = gy[Index(o) * l + p];
+    for (int o = g.co; o < kLanesPitch; ++o) d[o] = 0.f;
+  }
+  if (g.co <= W)
+    lanes_dw_image<1>(xp, gyt, off, dwt, g);
+  else
+    lanes_dw_image<kLanesPitch / W>(xp, gyt, off, dwt, g);
+}
+
+void lanes_dw_finish(const float* dwt, float* dw, const ConvGeom& g) {
+  for (int o = 0; o < g.co; ++o)
+    for (int t = 0; t < g.k; ++t) dw[Index(o) * g.k + t] += dwt[Index(t) * kLanesPitch + o];
+}
 
 void lanes_forward(const float* xp, const float* w16, const Index* off, const float* b, float* tile,
                    float* y, const ConvGeom& g) {
