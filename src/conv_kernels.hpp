@@ -58,6 +58,7 @@ constexpr int kDirectMaxK = 28;
 // - 2, kw <= W) or past the shift kernel's staged planes (its last block: up to 3·W - 1), 47 with
 // AVX-512.
 constexpr int kDirectSlack = 64;
+
 inline bool direct_eligible(const ConvGeom& g) {
   return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.k <= kDirectMaxK &&
          !g.pointwise;
@@ -112,8 +113,8 @@ Index shift_pitch(const ConvGeom& g);
 std::size_t shift_buffer(const ConvGeom& g);
 // s[(ci·kw + q)·shift_pitch(g) + r·wo + j] = x[ci, r - ph, j + q - pw] (0 outside x) for r < hp,
 // j < wo, then zeros to the end of each plane and kDirectSlack zeros: the planes of one image x
-// (c×h×w, unpadded; read only inside its bounds) for shift_forward. s must be aligned to a whole
-// vector (64 bytes suffice). Requires direct_eligible(g).
+// (c×h×w, unpadded; read only inside its bounds) for shift_forward. Any s works; one aligned to a
+// whole vector (64 bytes suffice) keeps every plane aligned. Requires direct_eligible(g).
 void shift_stage(const float* x, const ConvGeom& g, float* s);
 // y[o, P] = b[o] (0 when b is null) + Σ_{ci,p,q} wt[(ci·kh + p)·kw + q, o]·s[ci, q][P + p·wo] for
 // the l positions P of each output plane, o < co: the same sums as direct_forward, tap by tap in
