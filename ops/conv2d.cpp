@@ -18,6 +18,7 @@
 #endif
 
 #include "../src/conv_kernels.hpp"
+#include "../src/parallel_loop.hpp"
 #include "../src/shard_help.hpp"
 #include "xgrad/blas.hpp"
 #include "xgrad/op.hpp"
@@ -131,12 +132,15 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
     }
   }
   const T* wk = wb.empty() ? w : wb.data();
-  // Images are independent, so a thread that finishes early takes the next one: the output does
-  // not depend on which thread computes an image, and a slower core (this VM's vCPUs each run
-  // through phases about 1.5x slower) no longer holds the other back. With 2 threads the forwards
-  // went from a median of 71% to 86% of the sgemm ceiling for LeNet conv2, 57% to 62% for convnet
-  // conv1 and 76% to 81% for convnet conv2 (5 alternating runs; LeNet conv1 unchanged at 61%).
-  // The backward keeps a static split: its per-thread dW sums must not depend on timing.
+  // Images are independent, so a thread that finishes early takes images from the other's share:
+  // the output does not depend on which thread computes an image, and a slower core (this VM's
+  // vCPUs each run through phases about 1.5x slower) does not hold the other back. Against a
+  // static split, 2 threads took the forwards from a median of 71% to 86% of the sgemm ceiling for
+  // LeNet conv2, 57% to 62% for convnet conv1 and 76% to 81% for convnet conv2 (schedule(dynamic),
+  // 5 alternating runs). Each thread starting on its own share (detail::for_each_own_first) keeps
+  // an image's output on one core from call to call, which schedule(dynamic) did not: the
+  // convnet's conv1 forward 1.12-1.28x again. The backward keeps a static split: its per-thread dW
+  // sums must not depend on timing.
   const auto forward_image = [&](int n) {
     const T* xn = x + n * x_image;
     T* yn = y + n * y_image;
@@ -205,8 +209,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g) {
   // thread, which costs more than a small image (detail::for_ranges), in chunks that the threads
   // of shards that have ended can take (detail::for_chunks).
   if (num_threads() > 1) {
-#pragma omp parallel for schedule(dynamic)
-    for (int n = 0; n < g.n; ++n) forward_image(n);
+    detail::for_each_own_first(g.n, num_threads(), forward_image);
   } else {
     const int per_chunk = images_per_chunk(g, 1);
     detail::for_chunks((g.n + per_chunk - 1) / per_chunk, [&](int c) {

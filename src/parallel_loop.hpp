@@ -1,8 +1,11 @@
-// for_ranges: a loop over [0, n) split over the threads only when that can run in parallel.
+// for_ranges and for_each_own_first: loops over [0, n) split over the threads.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 #include <omp.h>
 
@@ -29,6 +32,47 @@ void for_ranges(std::ptrdiff_t n, bool worthwhile, const Body& body) {
     const std::ptrdiff_t chunk = (n + count - 1) / count;
     const std::ptrdiff_t begin = std::min(n, t * chunk), end = std::min(n, begin + chunk);
     if (begin < end) body(begin, end);
+  }
+}
+
+/// Calls body(i) once for every i in [0, n), on `threads` threads (1: here, in order, without
+/// entering the OpenMP runtime). Thread t first takes the indices of its own share, the t-th of
+/// `threads` contiguous shares, in order; then it helps with the indices the other threads have not
+/// taken yet, from their shares' current fronts. So index i runs on the same thread call after
+/// call unless a thread falls behind, and a slower core still gets help.
+///
+/// On the 2-vCPU EPYC a cache line takes about 225 ns from one vCPU to the other (a ping-pong of
+/// one line: 430-530 ns a round trip), as between two dies, not two cores of one. With
+/// schedule(dynamic), an image whose output the other thread wrote in the last call has its lines
+/// fetched from there first: the convnet's conv1 forward (86 KB of output an image for 9 FMAs per
+/// output element) ran at medians of 70-81 GFLOP/s that way against 90-100 with this loop (2
+/// threads, batch 64, 21 alternating blocks, three runs); its conv2 (288 FMAs per element) was
+/// level. The body must not depend on which thread runs an index.
+template <class Body>
+void for_each_own_first(int n, int threads, const Body& body) {
+  threads = std::max(1, std::min(threads, n));
+  if (threads == 1) {
+    for (int i = 0; i < n; ++i) body(i);
+    return;
+  }
+  struct alignas(64) Share {  // one cache line each: the owner's taking does not evict the other's
+    std::atomic<int> next{0};
+    int end = 0;
+  };
+  std::vector<Share> shares(static_cast<std::size_t>(threads));
+  for (int t = 0; t < threads; ++t) {
+    shares[std::size_t(t)].next.store(int(std::int64_t(n) * t / threads));
+    shares[std::size_t(t)].end = int(std::int64_t(n) * (t + 1) / threads);
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    // Every thread goes round all the shares, so with fewer threads than asked for (a nested or
+    // limited region) the missing threads' shares are still run.
+    const int me = omp_get_thread_num();
+    for (int k = 0; k < threads; ++k) {
+      Share& s = shares[std::size_t((me + k) % threads)];
+      for (int i = s.next.fetch_add(1); i < s.end; i = s.next.fetch_add(1)) body(i);
+    }
   }
 }
 

@@ -15,6 +15,7 @@
 
 #include <xgrad/xgrad.hpp>
 
+#include "../src/parallel_loop.hpp"
 #include "../src/shard_help.hpp"
 
 using namespace xgrad;
@@ -537,6 +538,60 @@ BOOST_AUTO_TEST_CASE(an_exception_in_a_helped_chunk_reaches_the_caller) {
   };
   BOOST_TEST(throws_with(run, {"chunk "}));
   for (int r : log.runs) BOOST_TEST(r <= 1);  // the loop ended at the first failure
+}
+
+// --- Each thread on its own share first (detail::for_each_own_first) ----------------------------
+
+namespace {
+
+// Polls `done` until it holds or 10 s have passed; returns whether it held.
+template <class Pred>
+bool wait_until(const Pred& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return true;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(for_each_own_first_runs_every_index_once) {
+  for (int threads : {1, 2, 3, 8})
+    for (int n : {0, 1, 2, 5, 64}) {
+      std::vector<std::atomic<int>> runs(std::size_t(n) + 1);
+      detail::for_each_own_first(n, threads, [&](int i) { ++runs[std::size_t(i)]; });
+      for (int i = 0; i < n; ++i) BOOST_TEST(runs[std::size_t(i)].load() == 1);
+      BOOST_TEST(runs[std::size_t(n)].load() == 0);  // nothing past the end
+    }
+  std::vector<int> order;  // one thread: here, in order
+  detail::for_each_own_first(4, 1, [&](int i) { order.push_back(i); });
+  BOOST_TEST((order == std::vector<int>{0, 1, 2, 3}));
+}
+
+// 2 threads, 8 indices: the shares are 0-3 and 4-7. Index 4 waits until index 7 has started, so its
+// thread cannot take any of 5-7: the thread of share 0, once done with 0-3, must take them. The
+// indices of share 0 wait until index 4 has started, so neither thread takes the other's share
+// before its own.
+BOOST_AUTO_TEST_CASE(for_each_own_first_starts_on_its_share_and_helps_a_slow_thread) {
+  std::vector<std::atomic<bool>> started(8);
+  std::vector<std::thread::id> by(8);
+  bool waits_ended = true;
+  std::mutex m;
+  detail::for_each_own_first(8, 2, [&](int i) {
+    started[std::size_t(i)] = true;
+    by[std::size_t(i)] = std::this_thread::get_id();
+    const bool ok = i < 4    ? wait_until([&] { return started[4].load(); })
+                    : i == 4 ? wait_until([&] { return started[7].load(); })
+                             : true;
+    std::lock_guard<std::mutex> lock(m);
+    waits_ended = waits_ended && ok;
+  });
+  BOOST_TEST(waits_ended);
+  for (int i = 1; i < 4; ++i) BOOST_TEST((by[std::size_t(i)] == by[0]));
+  BOOST_TEST((by[4] != by[0]));
+  for (int i = 5; i < 8; ++i) BOOST_TEST((by[std::size_t(i)] == by[0]));  // helped
 }
 
 // The conv layers' images run in helpable chunks whose dW sums are added in chunk order, so the
