@@ -301,6 +301,12 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
       std::fill(dwt, dwt + dn, 0.f);
       gyt = scratch<float, 3>(std::size_t(g.l) * detail::kLanesPitch);
     }
+    // dY zero-padded for direct_dx: the borders stay zero from image to image, so cleared once.
+    float* dx_buf = nullptr;
+    if (direct_dx_pass) {
+      dx_buf = scratch<float, 4>(detail::direct_dx_buffer(g));
+      detail::direct_dx_clear(dx_buf, g);
+    }
 #else
     constexpr bool lanes_dw_pass = false;
 #endif
@@ -362,8 +368,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
       if constexpr (std::is_same_v<T, float>) {
         if (lanes_dw_pass) detail::lanes_dw(xp, gyn, offsets.data(), gyt, dwt, g);
         if (direct_dx_pass && dxp != nullptr)  // writes every element of dxp
-          detail::direct_dx(gyn, wflip.data(), scratch<float, 4>(detail::direct_dx_buffer(g)), dxp,
-                            g);
+          detail::direct_dx(gyn, wflip.data(), dx_buf, dxp, g);
       }
 #endif
       if (dxp != nullptr && !direct_dx_pass) std::fill(dxp, dxp + padded_elems, T(0));

@@ -631,6 +631,10 @@ std::size_t direct_dx_buffer(const ConvGeom& g) {
          std::size_t(kDirectSlack);
 }
 
+void direct_dx_clear(float* buf, const ConvGeom& g) {
+  std::fill(buf, buf + direct_dx_buffer(g), 0.f);
+}
+
 void flip_weights(const float* w, const ConvGeom& g, float* wf) {
   for (int p = 0; p < g.kh; ++p)
     for (int o = 0; o < g.co; ++o)
@@ -651,7 +655,6 @@ void direct_dx(const float* gy, const float* wf, float* buf, float* dxp, const C
   t.cg = t.c, t.cog = t.co, t.k = g.co * g.kh * g.kw, t.l = Index(t.ho) * t.wo;
   t.band_rows = t.ho;
   const Index plane = Index(t.h) * t.w;
-  std::fill(buf, buf + direct_dx_buffer(g), 0.f);  // the borders and the slack past the end
   for (int o = 0; o < g.co; ++o)
     for (int i = 0; i < g.ho; ++i) {
       const float* src = gy + (Index(o) * g.ho + i) * g.wo;

@@ -162,9 +162,15 @@ std::size_t direct_dx_buffer(const ConvGeom& g);
 // ((co·kh·kw) × c), the weights of direct_dx.
 void flip_weights(const float* w, const ConvGeom& g, float* wf);
 
+// Zeroes direct_dx's buffer (direct_dx_buffer(g) floats): its borders and slack, which direct_dx
+// reads and never writes, so a run of images needs it once.
+void direct_dx_clear(float* buf, const ConvGeom& g);
+
 // dxp[ci, y, x] = Σ_{o,p,q} w[o, ci, p, q]·gy[o, y - p, x - q] over the taps inside gy, for
 // every element of one padded input image's gradient (c×hp×wp), from gy (co×ho×wo), wf from
-// flip_weights and buf a buffer of direct_dx_buffer(g) floats. Requires direct_dx_eligible(g).
+// flip_weights and buf a buffer of direct_dx_buffer(g) floats that direct_dx_clear(buf, g)
+// zeroed, written since only by direct_dx with the same geometry (it copies gy into the interior).
+// Requires direct_dx_eligible(g).
 void direct_dx(const float* gy, const float* wf, float* buf, float* dxp, const ConvGeom& g);
 #endif
 
