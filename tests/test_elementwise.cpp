@@ -1,4 +1,4 @@
-// Activations (leaky_relu, sigmoid, tanh) and shape ops (mean, reshape, flatten, concat):
+// Activations (relu, leaky_relu, sigmoid, tanh) and shape ops (mean, reshape, flatten, concat):
 // hand-computed values, stability, error messages and round trips.
 #define BOOST_TEST_MODULE elementwise
 #include <boost/test/unit_test.hpp>
@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <string>
 
 #include <xgrad/xgrad.hpp>
@@ -33,6 +35,37 @@ Tensor<double> of_shape(const Shape& shape, const std::vector<double>& values) {
   return t;
 }
 }  // namespace
+
+// ---------------------------------------------------------------------------------------- relu
+
+// relu's gradient is g where x > 0 and exactly 0 elsewhere (a select, not g·[x > 0]: an infinite
+// or NaN g where x <= 0 gives 0, and a NaN x gives 0), in float on the vectorised loop, below and
+// above the size at which it splits over threads, the values cycling through the special cases.
+BOOST_AUTO_TEST_CASE(relu_gradient_selects_g_where_x_is_positive) {
+  xgrad::testing::Threads two(2);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float xs[] = {1.5f, -2.f, 0.f, -0.f, nan, inf, -inf, 1e-40f, -1e-40f, 3.f, -1.f};
+  const float gs[] = {2.f, inf, nan, -3.f, -inf, 0.5f, 7.f};
+  for (std::size_t n : {std::size_t(37), std::size_t(40000)}) {
+    Tensor<float> xv = empty_tensor<float>({n}), gv = empty_tensor<float>({n});
+    for (std::size_t i = 0; i < n; ++i) {
+      xv.data()[i] = xs[i % std::size(xs)];
+      gv.data()[i] = gs[i % std::size(gs)];
+    }
+    F x(xv, true);
+    const F y = relu(x);
+    const Tensor<float> dx = y.grad_fn()->backward(gv)[0];
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const float want = xv.data()[i] > 0.f ? gv.data()[i] : 0.f;
+      const float v = y.value().data()[i], want_y = xv.data()[i] > 0.f ? xv.data()[i] : 0.f;
+      if (std::memcmp(&dx.data()[i], &want, sizeof want) != 0) ++wrong;
+      if (std::memcmp(&v, &want_y, sizeof v) != 0) ++wrong;
+    }
+    BOOST_TEST(wrong == 0u, "n = " << n);
+  }
+}
 
 // ---------------------------------------------------------------------------------- leaky_relu
 
