@@ -245,18 +245,18 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
   const Index acc_size = (dw != nullptr ? w_size : 0) + (db != nullptr ? g.co : 0);
   std::vector<T> acc(std::size_t(acc_size) * std::size_t(parts), T(0));
 #ifdef XGRAD_SIMD
-  // Few output channels (LeNet conv2): dX by the direct kernel on dY with the flipped kernel, no
-  // GEMM of K = co and no col2im.
-  const bool direct_dx_pass =
-      std::is_same_v<T, float> && dx != nullptr && detail::direct_dx_eligible(g);
-  std::vector<float> wflip;
+  // Few output channels (LeNet conv2): dX by the folded kernel (detail::fold_dx), no GEMM of
+  // K = co and no col2im.
+  const bool fold_dx_pass =
+      std::is_same_v<T, float> && dx != nullptr && detail::fold_dx_eligible(g);
+  std::vector<float> wfold;
   if constexpr (std::is_same_v<T, float>)
-    if (direct_dx_pass) {
-      wflip.resize(std::size_t(g.k) * std::size_t(g.co));
-      detail::flip_weights(w, g, wflip.data());
+    if (fold_dx_pass) {
+      wfold.resize(std::size_t(g.k) * std::size_t(g.co));
+      detail::fold_dx_weights(w, g, wfold.data());
     }
 #else
-  constexpr bool direct_dx_pass = false;
+  constexpr bool fold_dx_pass = false;
 #endif
 #ifdef XGRAD_SIMD
   std::vector<Index> offsets;  // the lanes dW kernel's tap offsets
@@ -301,11 +301,11 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
       std::fill(dwt, dwt + dn, 0.f);
       gyt = scratch<float, 3>(std::size_t(g.l) * detail::kLanesPitch);
     }
-    // dY zero-padded for direct_dx: the borders stay zero from image to image, so cleared once.
-    float* dx_buf = nullptr;
-    if (direct_dx_pass) {
-      dx_buf = scratch<float, 4>(detail::direct_dx_buffer(g));
-      detail::direct_dx_clear(dx_buf, g);
+    // fold_dx's staged dY: the zeros around it stay from image to image, so cleared once.
+    float* fold_buf = nullptr;
+    if (fold_dx_pass) {
+      fold_buf = scratch<float, 4>(detail::fold_dx_buffer(g));
+      detail::fold_dx_clear(fold_buf, g);
     }
 #else
     constexpr bool lanes_dw_pass = false;
@@ -367,11 +367,11 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
 #ifdef XGRAD_SIMD
       if constexpr (std::is_same_v<T, float>) {
         if (lanes_dw_pass) detail::lanes_dw(xp, gyn, offsets.data(), gyt, dwt, g);
-        if (direct_dx_pass && dxp != nullptr)  // writes every element of dxp
-          detail::direct_dx(gyn, wflip.data(), dx_buf, dxp, g);
+        if (fold_dx_pass && dxp != nullptr)  // writes every element of dxp
+          detail::fold_dx(gyn, wfold.data(), fold_buf, dxp, g);
       }
 #endif
-      if (dxp != nullptr && !direct_dx_pass) std::fill(dxp, dxp + padded_elems, T(0));
+      if (dxp != nullptr && !fold_dx_pass) std::fill(dxp, dxp + padded_elems, T(0));
       for (int gr = 0; gr < g.groups; ++gr) {
         const T* wg = w + gr * w_group;
         const T* gyg = gyn + Index(gr) * g.cog * g.l;
@@ -390,7 +390,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
               blas::gemm(false, true, g.cog, std::min(kc, g.k - k0), lt, T(1), gyb, int(g.l),
                          col + Index(k0) * ld, ld, T(1), dw_t + gr * w_group + k0, g.k);
           }
-          if (dxp != nullptr && !direct_dx_pass) {
+          if (dxp != nullptr && !fold_dx_pass) {
             // The column buffer is free again: reuse it for d(col).
             blas::gemm(true, false, g.k, lt, g.cog, T(1), wg, g.k, gyb, int(g.l), T(0), col, ld);
             col2im_band(col, g, i0, i1, dxp + gr * xp_group, ld);

@@ -70,21 +70,17 @@ template <int NC, int JB>
 // (offset off[t] into the padded image). JB W-lane blocks of a row at once: NC·JB independent
 // accumulators hide the FMA latency and each broadcast weight serves JB blocks. The weights are
 // read transposed (wt is k × co), so a tap's NC weights sit at fixed offsets from one pointer.
-// With row_taps, output row i sums only taps row_taps[2i] <= t < row_taps[2i + 1] (direct_dx: the
-// taps that read zero rows are skipped).
 template <int NC, int JB>
 void direct_forward_chunk(const float* xp, const float* wt, const float* b, float* y,
-                          const ConvGeom& g, int o0, const Index* off, const int* row_taps) {
+                          const ConvGeom& g, int o0, const Index* off) {
   const Index co = g.co, l = g.l;
   for (int i = 0; i < g.ho; ++i) {
-    const int t0 = row_taps != nullptr ? row_taps[2 * i] : 0;
-    const int t1 = row_taps != nullptr ? row_taps[2 * i + 1] : g.k;
     for (int j0 = 0; j0 < g.wo; j0 += W * JB) {
       V::Reg acc[NC][JB];
       set_bias(acc, b != nullptr ? b + o0 : nullptr);
       const float* base = xp + Index(i) * g.wp + j0;
-      const float* wk = wt + Index(t0) * co + o0;
-      for (int t = t0; t < t1; ++t, wk += co) fma_tap(acc, base + off[t], wk);
+      const float* wk = wt + o0;
+      for (int t = 0; t < g.k; ++t, wk += co) fma_tap(acc, base + off[t], wk);
 #pragma GCC unroll 4
       for (int jb = 0; jb < JB; ++jb) {
         // Lanes past the row end spill into the next output rows, which are written after this
@@ -102,7 +98,7 @@ void direct_forward_chunk(const float* xp, const float* wt, const float* b, floa
 // vector can be partial: its store is masked.
 template <int NC, int JB>
 void shift_forward_chunk(const float* s, const float* wt, const float* b, float* y,
-                         const ConvGeom& g, int o0, const Index* off, const int* /*row_taps*/) {
+                         const ConvGeom& g, int o0, const Index* off) {
   const int k = g.k;
   const Index co = g.co, l = g.l;
   float* yc = y + Index(o0) * l;
@@ -121,7 +117,7 @@ void shift_forward_chunk(const float* s, const float* wt, const float* b, float*
 }
 
 using ForwardChunkFn = void (*)(const float*, const float*, const float*, float*, const ConvGeom&,
-                                int, const Index*, const int*);
+                                int, const Index*);
 
 // Chunk<1, JB> ... <sizeof(N), JB> (direct_forward_chunk or shift_forward_chunk), indexed by the
 // chunk's channels minus one.
@@ -136,7 +132,7 @@ constexpr std::array<ForwardChunkFn, sizeof...(N)> forward_chunk_table(
 
 template <bool Shift, int JB>
 void direct_forward_jb(const float* xp, const float* wt, const float* b, float* y,
-                       const ConvGeom& g, const Index* off, const int* row_taps = nullptr) {
+                       const ConvGeom& g, const Index* off) {
   // Channel chunks of at most kAccumulators / JB accumulators (16 for JB = 1 with AVX-512), as
   // even as possible.
   constexpr int kMax = JB == 1 ? std::min(16, V::kAccumulators) : V::kAccumulators / JB;
@@ -146,7 +142,7 @@ void direct_forward_jb(const float* xp, const float* wt, const float* b, float* 
     const int nc = std::min(per, g.co - o0);
     static constexpr auto table =
         forward_chunk_table<Shift, JB>(std::make_integer_sequence<int, kMax>{});
-    table[std::size_t(nc - 1)](xp, wt, b, y, g, o0, off, row_taps);
+    table[std::size_t(nc - 1)](xp, wt, b, y, g, o0, off);
   }
 }
 
@@ -533,11 +529,11 @@ namespace {
 // The row kernel: two blocks when a row needs them (a tap then loads 2 input vectors for up to
 // kAccumulators FMAs: 24 with AVX-512, 12 with AVX2), else one.
 void direct_forward_rows(const float* xp, const float* wt, const float* b, float* y,
-                         const ConvGeom& g, const Index* off, const int* row_taps = nullptr) {
+                         const ConvGeom& g, const Index* off) {
   if (g.wo > W)
-    direct_forward_jb<false, 2>(xp, wt, b, y, g, off, row_taps);
+    direct_forward_jb<false, 2>(xp, wt, b, y, g, off);
   else
-    direct_forward_jb<false, 1>(xp, wt, b, y, g, off, row_taps);
+    direct_forward_jb<false, 1>(xp, wt, b, y, g, off);
 }
 
 }  // namespace
@@ -625,56 +621,134 @@ void shift_forward(const float* s, const float* wt, const float* b, float* y, co
     direct_forward_jb<true, 2>(s, wt, b, y, g, off);
 }
 
-std::size_t direct_dx_buffer(const ConvGeom& g) {
-  return std::size_t(g.co) * std::size_t(g.ho + 2 * (g.kh - 1)) *
-             std::size_t(g.wo + 2 * (g.kw - 1)) +
-         std::size_t(kDirectSlack);
+namespace {
+
+// fold_dx's layout (conv_kernels.hpp): dY's planes of hw = ho·wo positions staged `front` floats
+// in and `pitch` = (ho + kh - 1)·wo apart, so that the zeros around them cover every tap's reach;
+// the accumulator planes A[ci, q] (`folded` = c·kw of them) of `pitch` positions, whose row y
+// holds what kernel column q adds to row y of dX, shifted left by q, `acc_pitch` apart (whole
+// vectors: their stores need no mask).
+struct FoldGeom {
+  Index hw, pitch, front, acc_pitch;
+  int folded;
+};
+
+FoldGeom fold_geom(const ConvGeom& g) {
+  const Index pitch = Index(g.ho + g.kh - 1) * g.wo;
+  return {Index(g.ho) * g.wo, pitch, Index(g.kh - 1) * g.wo, (pitch + W - 1) / W * W, g.c * g.kw};
 }
 
-void direct_dx_clear(float* buf, const ConvGeom& g) {
-  std::fill(buf, buf + direct_dx_buffer(g), 0.f);
-}
-
-void flip_weights(const float* w, const ConvGeom& g, float* wf) {
-  for (int p = 0; p < g.kh; ++p)
-    for (int o = 0; o < g.co; ++o)
-      for (int q = 0; q < g.kw; ++q)
-        for (int ci = 0; ci < g.c; ++ci)
-          wf[(Index(p * g.co + o) * g.kw + q) * g.c + ci] =
-              w[((Index(o) * g.c + ci) * g.kh + (g.kh - 1 - p)) * g.kw + (g.kw - 1 - q)];
-}
-
-void direct_dx(const float* gy, const float* wf, float* buf, float* dxp, const ConvGeom& g) {
-  // The transposed layer: co channels of gy, zero-padded to h_t × w_t, in; c channels of hp × wp
-  // out (hp = ho + kh - 1 and wp = wo + kw - 1 at stride 1).
-  ConvGeom t{};
-  t.n = 1, t.c = g.co, t.h = g.ho + 2 * (g.kh - 1), t.w = g.wo + 2 * (g.kw - 1);
-  t.co = g.c, t.kh = g.kh, t.kw = g.kw;
-  t.sh = t.sw = t.dh = t.dw = t.groups = 1;
-  t.ho = g.hp, t.wo = g.wp, t.hp = t.h, t.wp = t.w;
-  t.cg = t.c, t.cog = t.co, t.k = g.co * g.kh * g.kw, t.l = Index(t.ho) * t.wo;
-  t.band_rows = t.ho;
-  const Index plane = Index(t.h) * t.w;
-  for (int o = 0; o < g.co; ++o)
-    for (int i = 0; i < g.ho; ++i) {
-      const float* src = gy + (Index(o) * g.ho + i) * g.wo;
-      std::copy(src, src + g.wo, buf + o * plane + Index(i + g.kh - 1) * t.w + (g.kw - 1));
+// A[n0 + n][R] for n < NC over the positions R, JB vectors at a time: Σ_{p, o} wq[p·co + o,
+// n0 + n]·dY_o[R - p·wo]. The rows p whose reach misses dY for the whole block are skipped; the
+// others read the staged zeros where they miss it.
+template <int NC, int JB>
+void fold_dx_chunk(const float* s, const float* wq, float* acc, const ConvGeom& g,
+                   const FoldGeom& f, int n0) {
+  const Index wo = g.wo;
+  for (Index r0 = 0; r0 < f.pitch; r0 += W * JB) {
+    V::Reg a[NC][JB];
+    set_bias(a, nullptr);
+    // Row p reaches dY where r0 - p·wo <= hw - 1 and r0 + W·JB - 1 - p·wo >= 0.
+    const Index below = r0 - f.hw + 1;
+    const int p_lo = below <= 0 ? 0 : int((below + wo - 1) / wo);
+    const int p_hi = int(std::min<Index>(g.kh - 1, (r0 + W * JB - 1) / wo));
+    for (int p = p_lo; p <= p_hi; ++p) {
+      const float* x = s + f.front + r0 - Index(p) * wo;
+      const float* wk = wq + Index(p) * g.co * f.folded + n0;
+      for (int o = 0; o < g.co; ++o, x += f.pitch, wk += f.folded) fma_tap(a, x, wk);
     }
-  // Taps in (p, o, q) order, so that the taps of an output row that read rows of gy (not its
-  // zero padding) are one range: rows y + p with kh - 1 <= y + p < kh - 1 + ho.
-  Index off[kDirectDxMaxK];
-  int tap = 0;
-  for (int p = 0; p < g.kh; ++p)
-    for (int o = 0; o < g.co; ++o)
-      for (int q = 0; q < g.kw; ++q) off[tap++] = o * plane + Index(p) * t.w + q;
-  thread_local std::vector<int> row_taps;
-  row_taps.resize(2 * std::size_t(t.ho));
-  const int per_row = g.co * g.kw;
-  for (int y = 0; y < t.ho; ++y) {
-    row_taps[2 * std::size_t(y)] = std::max(0, g.kh - 1 - y) * per_row;
-    row_taps[2 * std::size_t(y) + 1] = (std::min(g.kh - 1, g.kh - 2 + g.ho - y) + 1) * per_row;
+#pragma GCC unroll 4
+    for (int jb = 0; jb < JB; ++jb) {
+      if (r0 + W * jb >= f.acc_pitch) continue;
+      store_block(a, jb, acc + Index(n0) * f.acc_pitch, f.acc_pitch, r0 + W * jb);
+    }
   }
-  direct_forward_rows(buf, wf, nullptr, dxp, t, off, row_taps.data());
+}
+
+using FoldChunkFn = void (*)(const float*, const float*, float*, const ConvGeom&, const FoldGeom&,
+                             int);
+
+template <int JB, int... N>
+constexpr std::array<FoldChunkFn, sizeof...(N)> fold_chunk_table(std::integer_sequence<int, N...>) {
+  return {&fold_dx_chunk<N + 1, JB>...};
+}
+
+// The folded channels in chunks of at most kAccumulators / JB, as even as possible.
+int fold_per_chunk(int folded, int jb) {
+  const int max = V::kAccumulators / jb;
+  const int chunks = (folded + max - 1) / max;
+  return (folded + chunks - 1) / chunks;
+}
+
+template <int JB>
+void fold_dx_jb(const float* s, const float* wq, float* acc, const ConvGeom& g, const FoldGeom& f) {
+  constexpr int kMax = V::kAccumulators / JB;
+  static constexpr auto table = fold_chunk_table<JB>(std::make_integer_sequence<int, kMax>{});
+  const int per = fold_per_chunk(f.folded, JB);
+  for (int n0 = 0; n0 < f.folded; n0 += per)
+    table[std::size_t(std::min(per, f.folded - n0) - 1)](s, wq, acc, g, f, n0);
+}
+
+}  // namespace
+
+std::size_t fold_dx_buffer(const ConvGeom& g) {
+  const FoldGeom f = fold_geom(g);
+  // The staged dY, what the last blocks read past it, and the accumulator planes.
+  return std::size_t(f.front + Index(g.co) * f.pitch + kDirectSlack + f.folded * f.acc_pitch);
+}
+
+void fold_dx_clear(float* buf, const ConvGeom& g) {
+  std::fill(buf, buf + fold_dx_buffer(g), 0.f);
+}
+
+void fold_dx_weights(const float* w, const ConvGeom& g, float* wq) {
+  const int folded = g.c * g.kw;
+  for (int o = 0; o < g.co; ++o)
+    for (int ci = 0; ci < g.c; ++ci)
+      for (int p = 0; p < g.kh; ++p)
+        for (int q = 0; q < g.kw; ++q)
+          wq[(Index(p) * g.co + o) * folded + ci * g.kw + q] =
+              w[((Index(o) * g.c + ci) * g.kh + p) * g.kw + q];
+}
+
+void fold_dx(const float* gy, const float* wq, float* buf, float* dxp, const ConvGeom& g) {
+  const FoldGeom f = fold_geom(g);
+  float* s = buf;
+  float* acc = buf + f.front + Index(g.co) * f.pitch + kDirectSlack;
+  for (int o = 0; o < g.co; ++o)  // the zeros around the planes stay from fold_dx_clear
+    std::copy(gy + Index(o) * f.hw, gy + Index(o + 1) * f.hw, s + f.front + Index(o) * f.pitch);
+  // Blocks of 2 or 3 vectors, whichever fills more accumulators (LeNet conv2: 5 chunks of 6
+  // channels × 2 with AVX2).
+  const auto filled = [&](int jb) {
+    const int per = fold_per_chunk(f.folded, jb);
+    return double(f.folded) / double((f.folded + per - 1) / per * per);
+  };
+  if (filled(3) > filled(2))
+    fold_dx_jb<3>(s, wq, acc, g, f);
+  else
+    fold_dx_jb<2>(s, wq, acc, g, f);
+  // dX[ci, y, x] = Σ_q A[ci, q][y·wo + x - q] over 0 <= x - q < wo: masked loads, each mask made
+  // once per column of vectors; a row's last vector moved back to end at wp (overlapping the one
+  // before it with the same values), or masked when the row is shorter than a vector.
+  const int hp = g.ho + g.kh - 1, wp = g.wo + g.kw - 1;
+  for (int ci = 0; ci < g.c; ++ci) {
+    const float* a = acc + Index(ci) * g.kw * f.acc_pitch;
+    float* d = dxp + Index(ci) * hp * wp;
+    for (int x0 = 0; x0 < wp; x0 += W) {
+      const int x = wp >= W ? std::min(x0, wp - W) : 0;
+      V::Mask m[W];  // kw <= W (fold_dx_eligible)
+      for (int q = 0; q < g.kw; ++q) m[q] = V::range(q - x, q - x + g.wo);
+      for (int y = 0; y < hp; ++y) {
+        const float* ay = a + Index(y) * g.wo + x;
+        V::Reg sum = V::loadu(m[0], ay);
+        for (int q = 1; q < g.kw; ++q) sum = V::add(sum, V::loadu(m[q], ay + q * f.acc_pitch - q));
+        if (wp >= W)
+          V::storeu(d + Index(y) * wp + x, sum);
+        else
+          V::storeu(d + Index(y) * wp, V::first(wp), sum);
+      }
+    }
+  }
 }
 
 // One image's contribution to the lane-wise accumulators vacc (co·k·W floats).

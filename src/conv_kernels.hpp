@@ -138,40 +138,40 @@ void direct_dw(const float* xp, const float* gy, float* vacc, const ConvGeom& g)
 void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g);
 #endif
 
-// dX by the direct forward kernel, for layers with few output channels (LeNet's conv2: 16), whose
-// dX the im2col path computes with a GEMM of K = co and col2im: the gradient of the padded input
-// is the correlation of dY, zero-padded by kh - 1 rows and kw - 1 columns, with the flipped
-// kernel, a forward convolution of co channels into c. The row kernel runs it with each output
-// row's taps limited to those that read rows of dY, not its zero padding.
-constexpr int kDirectDxMaxK = 512;  // co·kh·kw
-
+// dX by the folded kernel, for layers with few output channels (LeNet's conv2: 16), whose dX the
+// im2col path computes with a GEMM of K = co and col2im. The gradient of the padded input is
+//     dX[ci, y, x] = Σ_{o, p, q} w[o, ci, p, q]·dY[o, y - p, x - q]   (dY zero outside ho × wo).
+// Each kernel column q gets accumulator planes of its own (one per ci: c·kw "folded" channels),
+// with rows as wide as dY's, so that in flat positions R = y·wo + j
+//     A[ci, q][R] = Σ_{p, o} w[o, ci, p, q]·dY_o[R - p·wo]
+// is a one-dimensional correlation of the flat dY planes, run by the direct block kernel over
+// whole vectors: no lanes lost to row ends, and no products with the zero columns a padded dY
+// would have (LeNet conv2: 36k vector FMAs an image against 48k for the row kernel on dY padded to
+// 18 x 18, whose rows of 14 filled 14 of 16 lanes). The taps of a row p that misses dY for a whole
+// block are skipped. Then dX[ci, y, x] = Σ_q A[ci, q][y·wo + x - q] over 0 <= x - q < wo.
 #ifdef XGRAD_SIMD
-// At least 4 input channels (the kernel's output channels): with fewer, a block has too few
-// accumulators to hide the FMA latency (LeNet conv1's dX, 1 channel: a best of 19-21 GFLOP/s
-// against 26-27 by GEMM and col2im, 3 alternating runs).
-inline bool direct_dx_eligible(const ConvGeom& g) {
+// At least 4 input channels: with fewer the row kernel this replaced lost to the GEMM (LeNet
+// conv1's dX), and the folded one is unmeasured there. kw <= lanes: the final sum's masks.
+inline bool fold_dx_eligible(const ConvGeom& g) {
   return g.groups == 1 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && !g.pointwise &&
-         g.c >= 4 && g.co <= 16 && g.co * g.kh * g.kw <= kDirectDxMaxK &&
-         g.kw <= simd::VecF::kLanes;
+         g.c >= 4 && g.co <= 16 && g.kw <= simd::VecF::kLanes;
 }
 
-// Floats of direct_dx's buffer: dY zero-padded, and kDirectSlack more.
-std::size_t direct_dx_buffer(const ConvGeom& g);
+// Floats of fold_dx's buffer: dY staged with zeros around its planes, and the accumulator planes.
+std::size_t fold_dx_buffer(const ConvGeom& g);
 
-// wf[(p·co + o)·kw + q, ci] = w[o, ci, kh - 1 - p, kw - 1 - q]: the flipped kernel, transposed
-// ((co·kh·kw) × c), the weights of direct_dx.
-void flip_weights(const float* w, const ConvGeom& g, float* wf);
+// Zeroes fold_dx's buffer (fold_dx_buffer(g) floats): the zeros around the staged dY planes, which
+// fold_dx reads and never writes, so a run of images needs it once.
+void fold_dx_clear(float* buf, const ConvGeom& g);
 
-// Zeroes direct_dx's buffer (direct_dx_buffer(g) floats): its borders and slack, which direct_dx
-// reads and never writes, so a run of images needs it once.
-void direct_dx_clear(float* buf, const ConvGeom& g);
+// wq[p·co + o, ci·kw + q] = w[o, ci, p, q]: the weights of fold_dx, a tap (p, o) per row.
+void fold_dx_weights(const float* w, const ConvGeom& g, float* wq);
 
-// dxp[ci, y, x] = Σ_{o,p,q} w[o, ci, p, q]·gy[o, y - p, x - q] over the taps inside gy, for
-// every element of one padded input image's gradient (c×hp×wp), from gy (co×ho×wo), wf from
-// flip_weights and buf a buffer of direct_dx_buffer(g) floats that direct_dx_clear(buf, g)
-// zeroed, written since only by direct_dx with the same geometry (it copies gy into the interior).
-// Requires direct_dx_eligible(g).
-void direct_dx(const float* gy, const float* wf, float* buf, float* dxp, const ConvGeom& g);
+// dxp[ci, y, x] (the formula above) for every element of one padded input image's gradient
+// (c×hp×wp), from gy (co×ho×wo), wq from fold_dx_weights and buf a buffer of fold_dx_buffer(g)
+// floats that fold_dx_clear(buf, g) zeroed, written since only by fold_dx with the same geometry.
+// Requires fold_dx_eligible(g).
+void fold_dx(const float* gy, const float* wq, float* buf, float* dxp, const ConvGeom& g);
 #endif
 
 // The flat variant, for direct layers with few taps (the convnet's conv1: 9), whose 2k flops per

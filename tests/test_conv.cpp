@@ -245,10 +245,12 @@ BOOST_AUTO_TEST_CASE(col2im_rows_of_many_chunks_match_reference_float) {
   compare_with_reference<float>(one_chunk, 24, 1e-5);
 }
 
-// dX by the direct kernel (4 or more input channels, at most 16 output channels, stride 1):
-// several chunks of input channels (13), unequal kernel sides with padding, rows narrower than a
-// vector, the widest kernel row the kernel takes (8 with AVX2), one-row images.
-BOOST_AUTO_TEST_CASE(direct_dx_matches_reference_float) {
+// dX by the folded kernel (4 or more input channels, at most 16 output channels, stride 1):
+// several chunks of folded channels (13·3), unequal kernel sides with padding, dX rows narrower
+// than a vector (masked stores), the widest kernel row it takes (8 with AVX2), one-row images, a
+// kernel taller than dY is wide (blocks spanning several rows, whose rows of taps are skipped in
+// part), and a kernel one column wide.
+BOOST_AUTO_TEST_CASE(fold_dx_matches_reference_float) {
   RandomConv chunks{{2, 13, 9, 12}, {16, 13, 5, 3}, true, {}};
   chunks.p.padding = {2, 1};
   compare_with_reference<float>(chunks, 31, 1e-5);
@@ -258,6 +260,11 @@ BOOST_AUTO_TEST_CASE(direct_dx_matches_reference_float) {
   compare_with_reference<float>(wide_kernel, 33, 1e-5);
   RandomConv one_row{{2, 5, 1, 12}, {3, 5, 1, 5}, true, {}};
   compare_with_reference<float>(one_row, 34, 1e-5);
+  RandomConv tall{{3, 4, 12, 3}, {5, 4, 7, 2}, true, {}};
+  tall.p.padding = {1, 0};
+  compare_with_reference<float>(tall, 35, 1e-5);
+  RandomConv one_column{{2, 6, 7, 11}, {16, 6, 3, 1}, false, {}};
+  compare_with_reference<float>(one_column, 36, 1e-5);
 }
 
 BOOST_AUTO_TEST_CASE(lenet_shapes_match_reference_float) {
