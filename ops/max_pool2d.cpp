@@ -1,5 +1,7 @@
 // max_pool2d: the maximum over each window; backward scatters to the saved argmax.
 #include <algorithm>
+#include <climits>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -27,6 +29,24 @@ using detail::PoolGeometry;
 #ifdef XGRAD_POOL_2X2
 bool is_2x2_s2(const PoolGeometry& s) {
   return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
+}
+
+// Calls f(first, count) over the planes [b, e) in stacks that the 2x2 plane kernels take as one
+// plane `count` times as tall (stacked): all of them when h is even, since no window then spans
+// two planes (as many as keep the row indices in int), else one at a time. A stack takes the exact
+// path (masked loads, store_first) only in its last row instead of each plane's: LeNet's pool2
+// (10 x 10 planes, rows of 5 outputs) took it for one row in five.
+template <class F>
+void for_stacks(const PoolGeometry& s, std::ptrdiff_t b, std::ptrdiff_t e, const F& f) {
+  const std::ptrdiff_t most = s.h % 2 == 0 ? std::max<std::ptrdiff_t>(1, (INT32_MAX / 4) / s.h) : 1;
+  for (std::ptrdiff_t q = b; q < e; q += most) f(q, std::min(most, e - q));
+}
+
+PoolGeometry stacked(const PoolGeometry& s, std::ptrdiff_t count) {
+  PoolGeometry t = s;
+  t.h = s.h * int(count);
+  t.ho = s.ho * int(count);
+  return t;
 }
 
 // dst[0..r) = the low r (<= 16) bytes of c8: the window codes of r outputs, without a masked
@@ -297,10 +317,12 @@ struct MaxPool2DNode final : Node<T> {
         const bool parallel = detail::pool_parallel_worthwhile(planes, planes * in_plane);
         detail::for_ranges(
             std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
-              for (std::ptrdiff_t q = b; q < e; ++q)
-                max_pool_2x2_plane_backward(s, g.data() + std::size_t(q) * out_plane,
+              for_stacks(s, b, e, [&](std::ptrdiff_t q, std::ptrdiff_t count) {
+                max_pool_2x2_plane_backward(stacked(s, count),
+                                            g.data() + std::size_t(q) * out_plane,
                                             code_.data() + std::size_t(q) * out_plane,
                                             dx.data() + std::size_t(q) * in_plane);
+              });
             });
         return gradients(std::move(dx));
       }
@@ -419,9 +441,11 @@ Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params) {
       float* yp = y.data();
       std::uint8_t* cp = rec ? code.data() : nullptr;
       detail::for_ranges(std::ptrdiff_t(planes), parallel, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
-        for (std::ptrdiff_t q = b; q < e; ++q)
-          max_pool_2x2_plane(s, xp + std::size_t(q) * in_plane, yp + std::size_t(q) * out_plane,
+        for_stacks(s, b, e, [&](std::ptrdiff_t q, std::ptrdiff_t count) {
+          max_pool_2x2_plane(stacked(s, count), xp + std::size_t(q) * in_plane,
+                             yp + std::size_t(q) * out_plane,
                              cp != nullptr ? cp + std::size_t(q) * out_plane : nullptr);
+        });
       });
       return record<MaxPool2DNode<T>>(std::move(y), {x}, s, std::vector<std::int32_t>(),
                                       std::move(code));
