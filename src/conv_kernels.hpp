@@ -146,7 +146,7 @@ void direct_dw_finish(const float* vacc, float* dw, const ConvGeom& g);
 //     A[ci, q][R] = Σ_{p, o} w[o, ci, p, q]·dY_o[R - p·wo]
 // is a one-dimensional correlation of the flat dY planes, run by the direct block kernel over
 // whole vectors: no lanes lost to row ends, and no products with the zero columns a padded dY
-// would have (LeNet conv2: 36k vector FMAs an image against 48k for the row kernel on dY padded to
+// would have (LeNet conv2: 35k vector FMAs an image against 48k for the row kernel on dY padded to
 // 18 x 18, whose rows of 14 filled 14 of 16 lanes). The taps of a row p that misses dY for a whole
 // block are skipped. Then dX[ci, y, x] = Σ_q A[ci, q][y·wo + x - q] over 0 <= x - q < wo.
 #ifdef XGRAD_SIMD
