@@ -228,28 +228,28 @@ BOOST_AUTO_TEST_CASE(banded_im2col_matches_reference) {
   compare_with_reference<double>(c, 3, 1e-12);
 }
 
-// dX through col2im (more than 16 output channels, or a row stride) with rows of several 8-lane
+// dX through col2im (more than 32 output channels, or a row stride) with rows of several 8-lane
 // chunks: the last chunk of a row overlaps the one before it (spans 26 and 25), exact multiples
 // of 8, row stride and dilation.
 BOOST_AUTO_TEST_CASE(col2im_rows_of_many_chunks_match_reference_float) {
-  RandomConv wide{{1, 4, 26, 26}, {20, 4, 3, 3}, true, {}};
+  RandomConv wide{{1, 4, 26, 26}, {40, 4, 3, 3}, true, {}};
   compare_with_reference<float>(wide, 21, 1e-5);
   RandomConv strided{{2, 3, 20, 21}, {4, 3, 3, 4}, false, {}};
   strided.p.padding = {1, 2};
   strided.p.stride = {2, 1};
   strided.p.dilation = {2, 1};
   compare_with_reference<float>(strided, 22, 1e-5);
-  RandomConv exact{{1, 2, 9, 16}, {18, 2, 2, 1}, true, {}};
+  RandomConv exact{{1, 2, 9, 16}, {36, 2, 2, 1}, true, {}};
   compare_with_reference<float>(exact, 23, 1e-5);
-  RandomConv one_chunk{{1, 2, 6, 8}, {17, 2, 3, 1}, true, {}};
+  RandomConv one_chunk{{1, 2, 6, 8}, {33, 2, 3, 1}, true, {}};
   compare_with_reference<float>(one_chunk, 24, 1e-5);
 }
 
-// dX by the folded kernel (4 or more input channels, at most 16 output channels, stride 1):
-// several chunks of folded channels (13·3), unequal kernel sides with padding, dX rows narrower
-// than a vector (masked stores), the widest kernel row it takes (8 with AVX2), one-row images, a
-// kernel taller than dY is wide (blocks spanning several rows, whose rows of taps are skipped in
-// part), and a kernel one column wide.
+// dX by the folded kernel (at most 32 output channels, stride 1): several chunks of folded
+// channels (13·3), unequal kernel sides with padding, dX rows narrower than a vector (masked
+// stores), the widest kernel row it takes (8 with AVX2), one-row images, a kernel taller than dY is
+// wide (blocks spanning several rows, whose rows of taps are skipped in part), a kernel one column
+// wide, one input channel with 32 output channels (the convnet's conv1), and 2 input channels.
 BOOST_AUTO_TEST_CASE(fold_dx_matches_reference_float) {
   RandomConv chunks{{2, 13, 9, 12}, {16, 13, 5, 3}, true, {}};
   chunks.p.padding = {2, 1};
@@ -265,6 +265,11 @@ BOOST_AUTO_TEST_CASE(fold_dx_matches_reference_float) {
   compare_with_reference<float>(tall, 35, 1e-5);
   RandomConv one_column{{2, 6, 7, 11}, {16, 6, 3, 1}, false, {}};
   compare_with_reference<float>(one_column, 36, 1e-5);
+  RandomConv first_layer{{2, 1, 28, 28}, {32, 1, 3, 3}, true, {}};
+  compare_with_reference<float>(first_layer, 37, 1e-5);
+  RandomConv two_channels{{3, 2, 9, 10}, {24, 2, 5, 4}, true, {}};
+  two_channels.p.padding = {2, 1};
+  compare_with_reference<float>(two_channels, 38, 1e-5);
 }
 
 BOOST_AUTO_TEST_CASE(lenet_shapes_match_reference_float) {
