@@ -23,6 +23,26 @@ namespace {
 using V = simd::VecF;
 constexpr int W = V::kLanes;
 
+// The size of the parts when n things are split into as few parts of at most `most` as there can
+// be, as even as possible (the last part may be smaller).
+int even_part(int n, int most) {
+  const int parts = (n + most - 1) / most;
+  return (n + parts - 1) / parts;
+}
+
+// Whether blocks of 3 vectors fill more of the kAccumulators registers than blocks of 2 over the
+// chunks of `channels` (at most kAccumulators / blocks channels each): the convnet's conv1, 32
+// channels, 8 chunks of 4 against 6 of at most 6; LeNet's, 6 channels, one chunk of 6 against 2 of
+// at most 4.
+bool three_blocks_fill_more(int channels) {
+  const auto filled = [channels](int blocks) {
+    const int most = V::kAccumulators / blocks;
+    const int chunks = (channels + most - 1) / most;
+    return double(channels) / double(chunks * most);
+  };
+  return filled(3) > filled(2);
+}
+
 // The register block of the direct kernels: NC channels × JB vectors of positions.
 // set_bias: acc[o][jb] = b[o] (0 when b is null); fma_tap: acc[o][jb] += w[o]·x[W·jb ...] for one
 // tap, whose JB input vectors are loaded once and whose NC weights are broadcast. Always inlined,
@@ -136,8 +156,7 @@ void direct_forward_jb(const float* xp, const float* wt, const float* b, float* 
   // Channel chunks of at most kAccumulators / JB accumulators (16 for JB = 1 with AVX-512), as
   // even as possible.
   constexpr int kMax = JB == 1 ? std::min(16, V::kAccumulators) : V::kAccumulators / JB;
-  const int chunks = (g.co + kMax - 1) / kMax;
-  const int per = (g.co + chunks - 1) / chunks;
+  const int per = even_part(g.co, kMax);
   for (int o0 = 0; o0 < g.co; o0 += per) {
     const int nc = std::min(per, g.co - o0);
     static constexpr auto table =
@@ -607,15 +626,7 @@ void shift_forward(const float* s, const float* wt, const float* b, float* y, co
   // it is not: 8 images, whose output fits in L2, ran no faster per image than 64.)
   Index off[kDirectMaxK];
   shift_offsets(g, off);
-  // Blocks of 3 vectors when they fill more of the accumulators over the channel chunks (the
-  // convnet's 32 channels: 8 chunks of 4 against 6 of at most 6), else of 2 (LeNet's 6: one chunk
-  // of 6 against 2 of 3).
-  const auto filled = [&](int blocks) {
-    const int per_chunk = V::kAccumulators / blocks;
-    const int chunks = (g.co + per_chunk - 1) / per_chunk;
-    return double(g.co) / double(chunks * per_chunk);
-  };
-  if (filled(3) > filled(2))
+  if (three_blocks_fill_more(g.co))
     direct_forward_jb<true, 3>(s, wt, b, y, g, off);
   else
     direct_forward_jb<true, 2>(s, wt, b, y, g, off);
@@ -673,18 +684,11 @@ constexpr std::array<FoldChunkFn, sizeof...(N)> fold_chunk_table(std::integer_se
   return {&fold_dx_chunk<N + 1, JB>...};
 }
 
-// The folded channels in chunks of at most kAccumulators / JB, as even as possible.
-int fold_per_chunk(int folded, int jb) {
-  const int max = V::kAccumulators / jb;
-  const int chunks = (folded + max - 1) / max;
-  return (folded + chunks - 1) / chunks;
-}
-
 template <int JB>
 void fold_dx_jb(const float* s, const float* wq, float* acc, const ConvGeom& g, const FoldGeom& f) {
   constexpr int kMax = V::kAccumulators / JB;
   static constexpr auto table = fold_chunk_table<JB>(std::make_integer_sequence<int, kMax>{});
-  const int per = fold_per_chunk(f.folded, JB);
+  const int per = even_part(f.folded, kMax);
   for (int n0 = 0; n0 < f.folded; n0 += per)
     table[std::size_t(std::min(per, f.folded - n0) - 1)](s, wq, acc, g, f, n0);
 }
@@ -719,11 +723,7 @@ void fold_dx(const float* gy, const float* wq, float* buf, float* dxp, const Con
     std::copy(gy + Index(o) * f.hw, gy + Index(o + 1) * f.hw, s + f.front + Index(o) * f.pitch);
   // Blocks of 2 or 3 vectors, whichever fills more accumulators (LeNet conv2: 5 chunks of 6
   // channels × 2 with AVX2).
-  const auto filled = [&](int jb) {
-    const int per = fold_per_chunk(f.folded, jb);
-    return double(f.folded) / double((f.folded + per - 1) / per * per);
-  };
-  if (filled(3) > filled(2))
+  if (three_blocks_fill_more(f.folded))
     fold_dx_jb<3>(s, wq, acc, g, f);
   else
     fold_dx_jb<2>(s, wq, acc, g, f);
@@ -761,8 +761,7 @@ void shift_dw(const float* s, const float* gy, float* vacc, const ConvGeom& g) {
   Index off[kDirectMaxK];
   shift_offsets(g, off);
   // The taps in groups as even as possible, of at most kShiftDwTaps (LeNet's 25: 5 of 5).
-  const int groups = (g.k + kShiftDwTaps - 1) / kShiftDwTaps;
-  const int per = (g.k + groups - 1) / groups;
+  const int per = even_part(g.k, kShiftDwTaps);
   static constexpr auto table = shift_dw_table(std::make_integer_sequence<int, kShiftDwTaps>{});
   for (int o0 = 0; o0 < g.co; o0 += kShiftDwChannels)
     for (int t0 = 0; t0 < g.k; t0 += per)
@@ -901,8 +900,7 @@ void flat_forward(const float* s, Index ld, const float* w, const float* b, floa
   for (int first = 0; first < std::min(period, g.co); ++first) {
     const int a = int((y0 + Index(first) * g.l) % W);
     const int count = (g.co - 1 - first) / period + 1;
-    const int chunks = (count + kFlatMaxChannels - 1) / kFlatMaxChannels;
-    const int per = (count + chunks - 1) / chunks;
+    const int per = even_part(count, kFlatMaxChannels);
     for (int c0 = 0; c0 < count; c0 += per) {
       const int nc = std::min(per, count - c0);
       for (int i = 0; i < nc; ++i) {
