@@ -1,7 +1,7 @@
 // xgrad side of the model benchmark: training and inference img/s of LeNet-5 and the convnet on
 // synthetic batches, with the same step as bench/torch_bench.py (forward, cross-entropy, backward,
-// SGD momentum). The batch is sharded over the threads (xgrad::sharded_backward and
-// sharded_forward), as the training example does; --no-shard leaves the threading to the kernels,
+// SGD momentum). The batch is sharded over the threads (xgrad::sharded_step and sharded_forward),
+// as the training example does; --no-shard leaves the threading to the kernels,
 // and --split even|adaptive picks the shards' sizes (xgrad::ShardSplit; even by default).
 // One line per run: `xgrad <model> <mode> threads=<t> batch=<b> split=<s> img_per_s=<x>
 // step_us_p10=<p> step_us_p50=<q>`, the last two percentiles of the steps' wall times in
@@ -83,11 +83,12 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
   const auto step = [&] {
     if (train) {
       opt.zero_grad(/*set_to_none=*/true);  // as torch_bench.py's opt.zero_grad(set_to_none=True)
-      if (a.shard)
-        sharded_backward<float>(n, shard_loss);
-      else
+      if (a.shard) {
+        sharded_step<float>(n, shard_loss, opt);
+      } else {
         cross_entropy(model(x), labels).backward();
-      opt.step();
+        opt.step();
+      }
     } else if (a.shard) {
       sharded_forward<float>(n, shard_logits);
     } else {

@@ -202,6 +202,20 @@ void LeafGradients<T>::add(const std::shared_ptr<VariableImpl<T>>& leaf, Tensor<
 }
 
 template <class T>
+Tensor<T>* LeafGradients<T>::find(const VariableImpl<T>* leaf) {
+  for (auto& [held_leaf, held] : grads_)
+    if (held_leaf.get() == leaf) return &held;
+  return nullptr;
+}
+
+template <class T>
+void LeafGradients<T>::erase(const VariableImpl<T>* leaf) {
+  grads_.erase(std::remove_if(grads_.begin(), grads_.end(),
+                              [&](const auto& held) { return held.first.get() == leaf; }),
+               grads_.end());
+}
+
+template <class T>
 void LeafGradients<T>::apply() {
   for (auto& [leaf, grad] : grads_) accumulate_leaf(*leaf, std::move(grad));
   grads_.clear();

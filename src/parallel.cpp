@@ -11,8 +11,10 @@
 
 #include <omp.h>
 
+#include "parallel_loop.hpp"
 #include "shard_help.hpp"
 #include "xgrad/graph.hpp"
+#include "xgrad/optim/optimizer.hpp"
 #include "xgrad/runtime.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -77,10 +79,12 @@ constexpr int kSpinPolls = 10000;
 // Runs body(s) for every shard, shard s on the s-th thread of one parallel region (or all in this
 // thread for a single shard), and returns when each shard ended, in seconds from the start. A
 // thread whose shards have ended helps the others with their for_chunks loops until they end too.
-// Exceptions are caught per shard and the first is rethrown after the region: an exception escaping
-// an OpenMP region would terminate the program.
-template <class Body>
-std::vector<double> for_each_shard(const Ranges& shards, const Body& body) {
+// With several shards, every thread of the region then calls after(thread, threads, failed) once
+// all shards have ended, `failed` telling whether one threw. Exceptions are caught per shard and
+// the first is rethrown after the region: an exception escaping an OpenMP region would terminate
+// the program (so `after` must not throw).
+template <class Body, class After>
+std::vector<double> for_each_shard(const Ranges& shards, const Body& body, const After& after) {
   const int count = static_cast<int>(shards.size());
   std::vector<double> seconds(shards.size(), 0.0);
   if (count == 1) {
@@ -121,6 +125,8 @@ std::vector<double> for_each_shard(const Ranges& shards, const Body& body) {
       else
         std::this_thread::yield();
     }
+    const bool failed = std::any_of(errors.begin(), errors.end(), [](const auto& e) { return e; });
+    after(omp_get_thread_num(), threads, failed);
   }
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
@@ -259,38 +265,145 @@ ShardSplit shard_split() {
   return g_split.load();
 }
 
-template <class T>
-double sharded_backward(std::size_t n, const ShardFn<T>& shard_loss, std::size_t min_shard) {
-  if (!grad_enabled())
-    throw Error(
-        "sharded_backward: gradient recording is off in this thread (a NoGradGuard is "
-        "alive), so there is no graph to run backward on");
-  if (n == 0) throw Error("sharded_backward: the batch is empty");
-  const Ranges shards = split_batch(n, min_shard);
-  std::vector<LeafGradients<T>> captured(shards.size());
+namespace {
+
+// Runs shard_loss and backward for every shard of n samples: a single shard straight into the
+// leaves, each of several into its own capture. `after` as in for_each_shard. Returns the loss
+// Σ_s (n_s / n)·L_s.
+template <class T, class After>
+double backward_shards(const char* who, std::size_t n, const Ranges& shards,
+                       const ShardFn<T>& shard_loss, std::vector<LeafGradients<T>>& captured,
+                       const After& after) {
   std::vector<double> losses(shards.size(), 0.0);
   const bool single = shards.size() == 1;
-  const std::vector<double> seconds = for_each_shard(shards, [&](int s) {
-    const auto [begin, end] = shards[std::size_t(s)];
-    const double weight = double(end - begin) / double(n);
-    const Variable<T> loss = shard_loss(begin, end);
-    if (!loss.defined() || loss.numel() != 1)
-      throw Error("sharded_backward: the loss of samples " + range_str(begin, end) + " has shape " +
-                  (loss.defined() ? shape_str(loss.shape()) : "(undefined)") +
-                  "; it must be a scalar");
-    losses[std::size_t(s)] = weight * double(loss.item());
-    if (single) {
-      loss.backward();
-      return;
-    }
-    CaptureGuard<T> capture(captured[std::size_t(s)]);
-    loss.backward(filled_tensor<T>(loss.shape(), T(weight)));
-  });
+  const std::vector<double> seconds = for_each_shard(
+      shards,
+      [&](int s) {
+        const auto [begin, end] = shards[std::size_t(s)];
+        const double weight = double(end - begin) / double(n);
+        const Variable<T> loss = shard_loss(begin, end);
+        if (!loss.defined() || loss.numel() != 1)
+          throw Error(std::string(who) + ": the loss of samples " + range_str(begin, end) +
+                      " has shape " + (loss.defined() ? shape_str(loss.shape()) : "(undefined)") +
+                      "; it must be a scalar");
+        losses[std::size_t(s)] = weight * double(loss.item());
+        if (single) {
+          loss.backward();
+          return;
+        }
+        CaptureGuard<T> capture(captured[std::size_t(s)]);
+        loss.backward(filled_tensor<T>(loss.shape(), T(weight)));
+      },
+      after);
   record_speeds(shards, seconds);
-  LeafGradients<T>::apply_sum(captured);
   double total = 0.0;
   for (double l : losses) total += l;
   return total;
+}
+
+void check_backward_call(const char* who, std::size_t n) {
+  if (!grad_enabled())
+    throw Error(std::string(who) +
+                ": gradient recording is off in this thread (a NoGradGuard is alive), so there "
+                "is no graph to run backward on");
+  if (n == 0) throw Error(std::string(who) + ": the batch is empty");
+}
+
+}  // namespace
+
+template <class T>
+double sharded_backward(std::size_t n, const ShardFn<T>& shard_loss, std::size_t min_shard) {
+  check_backward_call("sharded_backward", n);
+  const Ranges shards = split_batch(n, min_shard);
+  std::vector<LeafGradients<T>> captured(shards.size());
+  const double loss =
+      backward_shards("sharded_backward", n, shards, shard_loss, captured, [](int, int, bool) {});
+  LeafGradients<T>::apply_sum(captured);
+  return loss;
+}
+
+template <class T>
+double sharded_step(std::size_t n, const ShardFn<T>& shard_loss, optim::Optimizer<T>& opt,
+                    std::size_t min_shard) {
+  check_backward_call("sharded_step", n);
+  const Ranges shards = split_batch(n, min_shard);
+  std::vector<LeafGradients<T>> captured(shards.size());
+  std::vector<VariableImpl<T>*> leaves;
+  for (const Variable<T>& p : opt.params()) leaves.push_back(p.impl().get());
+  std::vector<VariableImpl<T>*> sorted = leaves;
+  std::sort(sorted.begin(), sorted.end());
+  // Hooks need a leaf's whole sum, one shard has nothing to sum, and a gradient of another shape
+  // than its parameter's (step() names it) must not be summed over the parameter's size.
+  const bool fusable =
+      shards.size() > 1 && std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end() &&
+      std::all_of(leaves.begin(), leaves.end(), [](const VariableImpl<T>* l) {
+        return l->hooks.empty() && (!l->has_grad || shape_of(l->grad) == shape_of(l->value));
+      });
+  if (!fusable) {
+    const double loss =
+        backward_shards("sharded_step", n, shards, shard_loss, captured, [](int, int, bool) {});
+    LeafGradients<T>::apply_sum(captured);
+    opt.step();
+    return loss;
+  }
+  // A parameter's gradient: the tensor that becomes the sum (its .grad), the shards' gradients to
+  // add to it in shard order (as apply_sum), its size.
+  struct Sum {
+    std::size_t param;
+    T* into;
+    std::vector<const T*> parts;
+    std::size_t size;
+  };
+  std::vector<Sum> sums;
+  bool prepared = false;
+  std::exception_ptr prepare_error;
+  // One thread's work once every shard has ended, before the others sum and update: each sum goes
+  // into its parameter's .grad (the first shard's gradient becomes it), then the optimiser
+  // prepares its step. An error waits for the region's end.
+  const auto plan = [&] {
+    try {
+      for (std::size_t i = 0; i < leaves.size(); ++i) {
+        VariableImpl<T>& leaf = *leaves[i];
+        Sum sum{i, leaf.has_grad ? leaf.grad.data() : nullptr, {}, leaf.value.size()};
+        for (LeafGradients<T>& part : captured)
+          if (Tensor<T>* g = part.find(&leaf)) {
+            if (sum.into != nullptr) {
+              sum.parts.push_back(g->data());
+              continue;
+            }
+            leaf.grad = std::move(*g);
+            leaf.has_grad = true;
+            sum.into = leaf.grad.data();
+          }
+        if (sum.into != nullptr) sums.push_back(std::move(sum));
+      }
+      NoGradGuard no_grad;
+      opt.prepare_update();
+      prepared = true;
+    } catch (...) {
+      prepare_error = std::current_exception();
+    }
+  };
+  const double loss = backward_shards(
+      "sharded_step", n, shards, shard_loss, captured, [&](int thread, int threads, bool failed) {
+        if (failed) return;  // nothing is applied: the shard's error is rethrown after the region
+        if (thread == 0) plan();
+#pragma omp barrier
+        // Each thread sums its part of each gradient and, with that part in its cache, updates it.
+        for (const Sum& sum : sums) {
+          const auto [begin, end] =
+              detail::thread_part(sum.size, std::size_t(thread), std::size_t(threads), sizeof(T));
+          if (begin == end) continue;
+          for (const T* part : sum.parts)
+            for (std::size_t k = begin; k < end; ++k) sum.into[k] += part[k];
+          if (prepared) opt.update_range(sum.param, begin, end);
+        }
+      });
+  for (LeafGradients<T>& part : captured)
+    for (VariableImpl<T>* leaf : leaves) part.erase(leaf);
+  LeafGradients<T>::apply_sum(captured);  // leaves the optimiser does not hold
+  if (prepare_error) std::rethrow_exception(prepare_error);
+  return loss;
 }
 
 template <class T>
@@ -298,16 +411,19 @@ Tensor<T> sharded_forward(std::size_t n, const ShardFn<T>& shard_forward, std::s
   if (n == 0) throw Error("sharded_forward: the batch is empty");
   const Ranges shards = split_batch(n, min_shard);
   std::vector<Tensor<T>> parts(shards.size());
-  const std::vector<double> seconds = for_each_shard(shards, [&](int s) {
-    NoGradGuard no_grad;  // grad mode is per thread: every shard's thread needs its own guard
-    const auto [begin, end] = shards[std::size_t(s)];
-    const Variable<T> out = shard_forward(begin, end);
-    if (!out.defined() || out.dim() == 0 || out.shape()[0] != end - begin)
-      throw Error("sharded_forward: the output for samples " + range_str(begin, end) +
-                  " has shape " + (out.defined() ? shape_str(out.shape()) : "(undefined)") +
-                  "; it must have " + std::to_string(end - begin) + " rows");
-    parts[std::size_t(s)] = out.value();
-  });
+  const std::vector<double> seconds = for_each_shard(
+      shards,
+      [&](int s) {
+        NoGradGuard no_grad;  // grad mode is per thread: every shard's thread needs its own guard
+        const auto [begin, end] = shards[std::size_t(s)];
+        const Variable<T> out = shard_forward(begin, end);
+        if (!out.defined() || out.dim() == 0 || out.shape()[0] != end - begin)
+          throw Error("sharded_forward: the output for samples " + range_str(begin, end) +
+                      " has shape " + (out.defined() ? shape_str(out.shape()) : "(undefined)") +
+                      "; it must have " + std::to_string(end - begin) + " rows");
+        parts[std::size_t(s)] = out.value();
+      },
+      [](int, int, bool) {});
   record_speeds(shards, seconds);
   if (parts.size() == 1) return std::move(parts[0]);
   Shape shape = shape_of(parts[0]);
@@ -348,9 +464,11 @@ std::vector<int> batch_rows(const std::vector<int>& labels, std::size_t begin, s
                           labels.begin() + std::ptrdiff_t(end));
 }
 
-#define XGRAD_INSTANTIATE_PARALLEL(T)                                                 \
-  template double sharded_backward<T>(std::size_t, const ShardFn<T>&, std::size_t);   \
-  template Tensor<T> sharded_forward<T>(std::size_t, const ShardFn<T>&, std::size_t); \
+#define XGRAD_INSTANTIATE_PARALLEL(T)                                                   \
+  template double sharded_backward<T>(std::size_t, const ShardFn<T>&, std::size_t);     \
+  template double sharded_step<T>(std::size_t, const ShardFn<T>&, optim::Optimizer<T>&, \
+                                  std::size_t);                                         \
+  template Tensor<T> sharded_forward<T>(std::size_t, const ShardFn<T>&, std::size_t);   \
   template Tensor<T> batch_rows<T>(const Tensor<T>&, std::size_t, std::size_t);
 XGRAD_INSTANTIATE_PARALLEL(float)
 XGRAD_INSTANTIATE_PARALLEL(double)

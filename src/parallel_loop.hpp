@@ -1,10 +1,11 @@
-// for_ranges and for_each_own_first: loops over [0, n) split over the threads.
+// for_ranges and for_each_own_first: loops over [0, n) split over the threads; thread_part.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <omp.h>
@@ -12,6 +13,19 @@
 #include "xgrad/runtime.hpp"
 
 namespace xgrad::detail {
+
+/// [begin, end) of the t-th of `threads` contiguous parts of [0, n): each part but the last ones
+/// is a whole number of 64-byte cache lines of elements of `element_size` bytes, so that threads
+/// writing their parts of an array share at most the lines where the parts meet (none when the
+/// array starts on a line). Parts past the end are empty.
+inline std::pair<std::size_t, std::size_t> thread_part(std::size_t n, std::size_t t,
+                                                       std::size_t threads,
+                                                       std::size_t element_size) {
+  const std::size_t line = std::max<std::size_t>(1, 64 / element_size);
+  const std::size_t per = ((n + threads - 1) / threads + line - 1) / line * line;
+  const std::size_t begin = std::min(n, t * per);
+  return {begin, std::min(n, begin + per)};
+}
 
 /// Calls body(begin, end) on contiguous ranges that cover [0, n) in order, one per thread, of
 /// ceil(n / threads) indices each (the last ones shorter or empty), when `worthwhile` and

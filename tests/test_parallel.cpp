@@ -290,6 +290,143 @@ BOOST_AUTO_TEST_CASE(sharded_backward_rejects_bad_use) {
       {"empty"}));
 }
 
+namespace {
+
+bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
+  return shape_of(a) == shape_of(b) && std::equal(a.begin(), a.end(), b.begin());
+}
+
+// Three training steps of two copies of LeNet-5 on the same batches, one by sharded_backward and
+// opt.step(), the other by sharded_step: the same losses, gradients and parameters, bit for bit.
+template <class MakeOptimizer>
+void check_sharded_step_matches(const MakeOptimizer& make, bool set_to_none) {
+  nn::manual_seed(21);
+  auto by_two_calls = nn::lenet5<float>();
+  nn::manual_seed(21);
+  auto fused = nn::lenet5<float>();
+  auto opt_a = make(by_two_calls->parameters());
+  auto opt_b = make(fused->parameters());
+  for (unsigned step = 0; step < 3; ++step) {
+    const Tensor<float> images = random_images<float>(24, 30 + step);
+    const std::vector<int> labels = random_labels(24, 40 + step);
+    const auto loss_of = [&](nn::Module<float>& model) {
+      return [&](std::size_t begin, std::size_t end) {
+        return cross_entropy(model.forward(Variable<float>(batch_rows(images, begin, end))),
+                             batch_rows(labels, begin, end));
+      };
+    };
+    opt_a->zero_grad(set_to_none);
+    const double a = sharded_backward<float>(24, loss_of(*by_two_calls));
+    opt_a->step();
+    opt_b->zero_grad(set_to_none);
+    const double b = sharded_step<float>(24, loss_of(*fused), *opt_b);
+    BOOST_TEST(a == b);
+    const auto pa = by_two_calls->parameters(), pb = fused->parameters();
+    for (std::size_t i = 0; i < pa.size(); ++i) {
+      BOOST_TEST(same_bits(pa[i].grad(), pb[i].grad()), "step " << step << " gradient " << i);
+      BOOST_TEST(same_bits(pa[i].value(), pb[i].value()), "step " << step << " parameter " << i);
+    }
+  }
+}
+
+// An optimiser that fails in prepare_update (a custom one, through the elementwise protocol).
+struct FailingOptimizer final : optim::Optimizer<double> {
+  using Optimizer::Optimizer;
+  void prepare_update() override { throw Error("prepare failed"); }
+  void update_range(std::size_t i, std::size_t begin, std::size_t end) override {
+    std::fill(params_[i].mutable_value().begin() + begin, params_[i].mutable_value().begin() + end,
+              0.0);
+  }
+  optim::NamedTensors<double> export_state() const override { return {}; }
+  void import_state(const optim::NamedTensors<double>&) override {}
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(sharded_step_matches_sharded_backward_then_step) {
+  using Params = std::vector<Variable<float>>;
+  const auto sgd = [](optim::SGDOptions o) {
+    return [o](Params p) { return std::make_unique<optim::SGD<float>>(std::move(p), o); };
+  };
+  for (int threads : {2, 1}) {
+    Threads count(threads);
+    for (bool set_to_none : {true, false}) {
+      BOOST_TEST_CONTEXT("threads " << threads << ", set_to_none " << set_to_none) {
+        check_sharded_step_matches(sgd({0.05, 0.0, 0.0, false, 0.0}), set_to_none);
+        check_sharded_step_matches(sgd({0.05, 0.9, 0.0, false, 0.0}), set_to_none);
+        check_sharded_step_matches(sgd({0.05, 0.9, 0.0, true, 1e-3}), set_to_none);
+        check_sharded_step_matches(sgd({0.05, 0.5, 0.25, false, 1e-2}), set_to_none);
+        check_sharded_step_matches(
+            [](Params p) {
+              return std::make_unique<optim::Adam<float>>(std::move(p), optim::AdamOptions{});
+            },
+            set_to_none);
+        check_sharded_step_matches(
+            [](Params p) { return std::make_unique<optim::AdamW<float>>(std::move(p)); },
+            set_to_none);
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(sharded_step_applies_other_leaves_hooks_and_failures_as_the_two_calls) {
+  Threads two(2);
+  const Tensor<double> c = {{1.0, 0.0}, {2.0, 1.0}, {0.0, 3.0}, {1.0, 1.0},
+                            {4.0, 0.0}, {0.0, 0.0}, {1.0, 2.0}, {3.0, 1.0}};
+  // Loss: mean over rows r of Σ_j c[r, j]·w_j²·e_j, so dL/dw_j = 2·w_j·e_j·m_j and
+  // dL/de_j = w_j²·m_j with m = mean_r c[r, :] = (1.5, 1).
+  Variable<double> w(Tensor<double>{1.0, 2.0}, true, "w");
+  Variable<double> e(Tensor<double>{3.0, -1.0}, true, "e");  // not the optimiser's
+  const auto loss = [&](std::size_t begin, std::size_t end) {
+    return mean(sum(mul(Variable<double>(batch_rows(c, begin, end)), mul(mul(w, w), e)), {1}));
+  };
+  optim::SGD<double> sgd({w}, optim::SGDOptions{0.1, 0.9});
+  BOOST_TEST(sharded_step<double>(8, loss, sgd) == 1.5 * 3.0 - 4.0,
+             boost::test_tools::tolerance(1e-12));
+  check_close(w.grad(), Tensor<double>{9.0, -4.0});
+  check_close(w.value(), Tensor<double>{1.0 - 0.9, 2.0 + 0.4});
+  check_close(e.grad(), Tensor<double>{1.5, 4.0});
+  check_close(e.value(), Tensor<double>{3.0, -1.0});
+
+  // A hook on a parameter sees its whole gradient once (sharded_step makes the two calls).
+  int hooked = 0;
+  w.register_hook([&](Tensor<double>& g) {
+    ++hooked;
+    g *= 2.0;
+  });
+  w.zero_grad(true);
+  e.zero_grad(true);
+  sharded_step<double>(8, loss, sgd);
+  BOOST_TEST(hooked == 1);
+  check_close(w.grad(), Tensor<double>{2.0 * 2.0 * 0.1 * 3.0 * 1.5, 2.0 * 2.0 * 2.4 * -1.0});
+
+  // A failing shard applies nothing; a failing prepare_update leaves .grad summed and the
+  // parameters as they were.
+  Variable<double> v(Tensor<double>{1.0, 2.0}, true, "v");
+  bool explode = true;
+  const auto v_loss = [&](std::size_t begin, std::size_t end) -> Variable<double> {
+    if (begin > 0 && explode) throw Error("shard exploded");
+    return mean(sum(mul(Variable<double>(batch_rows(c, begin, end)), mul(v, v)), {1}));
+  };
+  optim::SGD<double> v_sgd({v}, optim::SGDOptions{0.1});
+  BOOST_TEST(throws_with([&] { sharded_step<double>(8, v_loss, v_sgd); }, {"shard exploded"}));
+  BOOST_TEST(!v.has_grad());
+  check_close(v.value(), Tensor<double>{1.0, 2.0});
+  explode = false;
+  FailingOptimizer failing({v}, 0.1, "failing");
+  BOOST_TEST(throws_with([&] { sharded_step<double>(8, v_loss, failing); }, {"prepare failed"}));
+  check_close(v.grad(), Tensor<double>{2.0 * 1.0 * 1.5, 2.0 * 2.0 * 1.0});
+  check_close(v.value(), Tensor<double>{1.0, 2.0});
+
+  // A parameter listed twice is updated twice, as step() does.
+  v.zero_grad(true);
+  optim::SGD<double> twice({v, v}, optim::SGDOptions{0.1});
+  sharded_step<double>(8, v_loss, twice);
+  check_close(v.value(), Tensor<double>{1.0 - 2 * 0.1 * 3.0, 2.0 - 2 * 0.1 * 4.0});
+  BOOST_TEST(
+      throws_with([&] { sharded_step<double>(0, v_loss, twice); }, {"sharded_step", "empty"}));
+}
+
 BOOST_AUTO_TEST_CASE(sharded_forward_concatenates_shards) {
   Threads two(2);
   nn::manual_seed(4);

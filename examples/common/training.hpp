@@ -47,34 +47,36 @@ inline std::size_t count_correct(const Tensor<float>& logits, const std::vector<
 /// One SGD-style step on a batch: forward in training mode, mean cross-entropy, backward, update.
 /// Returns the batch loss and adds the number of correct predictions to `correct`.
 /// When the model is shardable() (no batch norm or dropout in training), the batch is split over
-/// the threads by sharded_backward: the same gradient up to float rounding, and for LeNet-5 on
-/// the 2-core EPYC 1.56-1.86x the speed of one thread, as the VM allows, instead of 1.42x with the
-/// kernels threading alone (./run.sh bench, README). Otherwise the kernels thread alone.
+/// the threads by sharded_step (sharded_backward and the update in one parallel region): the same
+/// gradient up to float rounding, and for LeNet-5 on the 2-core EPYC 1.56-1.86x the speed of one
+/// thread, as the VM allows, instead of 1.42x with the kernels threading alone (./run.sh bench,
+/// README). Otherwise the kernels thread alone.
 inline double train_step(nn::Module<float>& model, optim::Optimizer<float>& opt,
                          const data::Batch<float>& batch, std::size_t* correct = nullptr) {
   // Dropping the gradients saves filling them with zeros and adding the new ones to the zeros:
   // LeNet-5's median step at 2 threads fell by 27-112 of 1,850-2,220 us (README, performance).
   opt.zero_grad(/*set_to_none=*/true);
-  double loss = 0.0;
   if (model.shardable()) {
     std::atomic<std::size_t> right{0};
-    loss = sharded_backward<float>(batch.size(), [&](std::size_t begin, std::size_t end) {
-      const std::vector<int> labels = batch_rows(batch.labels, begin, end);
-      const Variable<float> logits =
-          model.forward(Variable<float>(batch_rows(batch.images, begin, end)));
-      right += count_correct(logits.value(), labels);
-      return cross_entropy(logits, labels);
-    });
+    const double loss = sharded_step<float>(
+        batch.size(),
+        [&](std::size_t begin, std::size_t end) {
+          const std::vector<int> labels = batch_rows(batch.labels, begin, end);
+          const Variable<float> logits =
+              model.forward(Variable<float>(batch_rows(batch.images, begin, end)));
+          right += count_correct(logits.value(), labels);
+          return cross_entropy(logits, labels);
+        },
+        opt);
     if (correct != nullptr) *correct += right;
-  } else {
-    const Variable<float> logits = model.forward(Variable<float>(batch.images, false));
-    const Variable<float> l = cross_entropy(logits, batch.labels);
-    l.backward();
-    loss = static_cast<double>(l.item());
-    if (correct != nullptr) *correct += count_correct(logits.value(), batch.labels);
+    return loss;
   }
+  const Variable<float> logits = model.forward(Variable<float>(batch.images, false));
+  const Variable<float> l = cross_entropy(logits, batch.labels);
+  l.backward();
+  if (correct != nullptr) *correct += count_correct(logits.value(), batch.labels);
   opt.step();
-  return loss;
+  return static_cast<double>(l.item());
 }
 
 struct EvalResult {

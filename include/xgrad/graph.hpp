@@ -51,6 +51,10 @@ class LeafGradients {
   void apply();
   /// Number of leaves held.
   std::size_t size() const { return grads_.size(); }
+  /// The gradient held for `leaf`, or null.
+  Tensor<T>* find(const VariableImpl<T>* leaf);
+  /// Forgets what is held for `leaf` (sharded_step applies its parameters' gradients itself).
+  void erase(const VariableImpl<T>* leaf);
 
   /// Applies several captures as one backward: for each leaf (in the order first captured), the
   /// sum of its gradients over `parts`, in part order, goes through the leaf's hooks once and is

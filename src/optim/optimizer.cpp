@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <omp.h>
+
 #include "../parallel_loop.hpp"
 #include "xgrad/graph.hpp"
 
@@ -13,7 +15,7 @@ namespace {
 
 // Updates of at least this many elements in all run on all OpenMP threads (elementwise, so the
 // result does not depend on the thread count); smaller ones are not worth waking them for.
-constexpr std::ptrdiff_t kParallelElements = 1 << 14;
+constexpr std::size_t kParallelElements = 1 << 14;
 
 std::string num_str(double v) {
   char buf[64];
@@ -69,6 +71,32 @@ Optimizer<T>::Optimizer(std::vector<Variable<T>> params, double lr, std::string 
 }
 
 template <class T>
+void Optimizer<T>::step() {
+  NoGradGuard no_grad;
+  prepare_update();
+  std::vector<std::size_t> active;
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].has_grad()) {
+      active.push_back(i);
+      total += params_[i].numel();
+    }
+  const int threads = total >= kParallelElements ? num_threads() : 1;
+  if (threads <= 1) {
+    for (std::size_t i : active) update_range(i, 0, params_[i].numel());
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const std::size_t t = std::size_t(omp_get_thread_num()), count = omp_get_num_threads();
+    for (std::size_t i : active) {
+      const auto [begin, end] = detail::thread_part(params_[i].numel(), t, count, sizeof(T));
+      if (begin < end) update_range(i, begin, end);
+    }
+  }
+}
+
+template <class T>
 void Optimizer<T>::zero_grad(bool set_to_none) {
   for (Variable<T>& p : params_) p.zero_grad(set_to_none);
 }
@@ -96,65 +124,47 @@ SGD<T>::SGD(std::vector<Variable<T>> params, SGDOptions options)
 }
 
 template <class T>
-void SGD<T>::step() {
-  NoGradGuard no_grad;
+void SGD<T>::prepare_update() {
+  const std::size_t n = this->params_.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const Variable<T>& p = this->params_[i];
+    if (p.has_grad() && shape_of(p.grad()) != shape_of(p.value()))
+      throw Error("sgd: parameter " + std::to_string(i) + " has shape " + shape_str(p.value()) +
+                  " but its gradient has shape " + shape_str(p.grad()));
+  }
+  first_.assign(n, 0);
+  if (options_.momentum == 0.0) return;
+  for (std::size_t i = 0; i < n; ++i)
+    if (this->params_[i].has_grad() && !has_momentum_[i]) {
+      momentum_[i] = empty_tensor<T>(this->params_[i].shape());
+      has_momentum_[i] = true;
+      first_[i] = 1;  // the buffer starts as this step's d
+    }
+}
+
+template <class T>
+void SGD<T>::update_range(std::size_t i, std::size_t begin, std::size_t end) {
   const T lr = static_cast<T>(this->lr_);
   const T wd = static_cast<T>(options_.weight_decay);
   const T mu = static_cast<T>(options_.momentum);
   const T keep = static_cast<T>(1.0 - options_.dampening);
-  const bool use_momentum = options_.momentum != 0.0;
   const bool nesterov = options_.nesterov;
-  // Every shape is checked before any parameter changes; then one parallel region updates all.
-  struct Update {
-    T* w;
-    const T* g;
-    T* b;  // the momentum buffer, null without momentum
-    std::ptrdiff_t n;
-    bool first;  // the buffer starts as the first step's d
-  };
-  std::vector<Update> updates;
-  std::ptrdiff_t total = 0;
-  for (std::size_t i = 0; i < this->params_.size(); ++i) {
-    Variable<T>& p = this->params_[i];
-    if (!p.has_grad()) continue;
-    const Tensor<T>& w = p.value();
-    const Tensor<T>& g = p.grad();
-    if (shape_of(g) != shape_of(w))
-      throw Error("sgd: parameter " + std::to_string(i) + " has shape " + shape_str(w) +
-                  " but its gradient has shape " + shape_str(g));
+  Variable<T>& p = this->params_[i];
+  T* wp = p.mutable_value().data();
+  const T* gp = p.grad().data();
+  if (options_.momentum == 0.0) {
+#pragma omp simd
+    for (std::size_t k = begin; k < end; ++k) wp[k] -= lr * (gp[k] + wd * wp[k]);
+    return;
   }
-  for (std::size_t i = 0; i < this->params_.size(); ++i) {
-    Variable<T>& p = this->params_[i];
-    if (!p.has_grad()) continue;
-    Tensor<T>& w = p.mutable_value();
-    const bool first = use_momentum && !has_momentum_[i];
-    if (first) {
-      momentum_[i] = empty_tensor<T>(shape_of(w));
-      has_momentum_[i] = true;
-    }
-    const std::ptrdiff_t n = std::ptrdiff_t(w.size());
-    updates.push_back(
-        {w.data(), p.grad().data(), use_momentum ? momentum_[i].data() : nullptr, n, first});
-    total += n;
-  }
-#pragma omp parallel if (total >= kParallelElements)
-  for (const Update& u : updates) {
-    T* wp = u.w;
-    const T* gp = u.g;
-    T* bp = u.b;
-    if (bp == nullptr) {
-#pragma omp for simd schedule(static) nowait
-      for (std::ptrdiff_t k = 0; k < u.n; ++k) wp[k] -= lr * (gp[k] + wd * wp[k]);
-      continue;
-    }
-    const bool first = u.first;
-#pragma omp for simd schedule(static) nowait
-    for (std::ptrdiff_t k = 0; k < u.n; ++k) {
-      const T d = gp[k] + wd * wp[k];
-      const T b = first ? d : mu * bp[k] + keep * d;
-      bp[k] = b;
-      wp[k] -= lr * (nesterov ? d + mu * b : b);
-    }
+  T* bp = momentum_[i].data();
+  const bool first = first_[i] != 0;
+#pragma omp simd
+  for (std::size_t k = begin; k < end; ++k) {
+    const T d = gp[k] + wd * wp[k];
+    const T b = first ? d : mu * bp[k] + keep * d;
+    bp[k] = b;
+    wp[k] -= lr * (nesterov ? d + mu * b : b);
   }
 }
 
@@ -209,50 +219,54 @@ Adam<T>::Adam(std::vector<Variable<T>> params, AdamOptions options, bool decoupl
 }
 
 template <class T>
-void Adam<T>::step() {
-  NoGradGuard no_grad;
-  const double lr = this->lr_;
+void Adam<T>::prepare_update() {
+  const std::size_t n = this->params_.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const Variable<T>& p = this->params_[i];
+    if (p.has_grad() && shape_of(p.grad()) != shape_of(p.value()))
+      throw Error(this->prefix_ + ": parameter " + std::to_string(i) + " has shape " +
+                  shape_str(p.value()) + " but its gradient has shape " + shape_str(p.grad()));
+  }
+  step_size_.assign(n, T(0));
+  sqrt_bc2_.assign(n, T(1));
+  for (std::size_t i = 0; i < n; ++i) {
+    const Variable<T>& p = this->params_[i];
+    if (!p.has_grad()) continue;
+    if (steps_[i] == 0) {
+      exp_avg_[i] = filled_tensor<T>(p.shape(), T(0));
+      exp_avg_sq_[i] = filled_tensor<T>(p.shape(), T(0));
+    }
+    const double t = static_cast<double>(++steps_[i]);
+    step_size_[i] = static_cast<T>(this->lr_ / (1.0 - std::pow(options_.beta1, t)));
+    sqrt_bc2_[i] = static_cast<T>(std::sqrt(1.0 - std::pow(options_.beta2, t)));
+  }
+}
+
+template <class T>
+void Adam<T>::update_range(std::size_t i, std::size_t begin, std::size_t end) {
   const T beta1 = static_cast<T>(options_.beta1);
   const T beta2 = static_cast<T>(options_.beta2);
   const T one_m_beta1 = static_cast<T>(1.0 - options_.beta1);
   const T one_m_beta2 = static_cast<T>(1.0 - options_.beta2);
   const T eps = static_cast<T>(options_.eps);
   const T l2 = decoupled_ ? T(0) : static_cast<T>(options_.weight_decay);
-  const T decay = static_cast<T>(decoupled_ ? 1.0 - lr * options_.weight_decay : 1.0);
-  for (std::size_t i = 0; i < this->params_.size(); ++i) {
-    Variable<T>& p = this->params_[i];
-    if (!p.has_grad()) continue;
-    Tensor<T>& w = p.mutable_value();
-    const Tensor<T>& g = p.grad();
-    if (shape_of(g) != shape_of(w))
-      throw Error(this->prefix_ + ": parameter " + std::to_string(i) + " has shape " +
-                  shape_str(w) + " but its gradient has shape " + shape_str(g));
-    if (steps_[i] == 0) {
-      exp_avg_[i] = filled_tensor<T>(shape_of(w), T(0));
-      exp_avg_sq_[i] = filled_tensor<T>(shape_of(w), T(0));
-    }
-    const std::size_t t = ++steps_[i];
-    const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(t));
-    const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(t));
-    const T step_size = static_cast<T>(lr / bc1);
-    const T sqrt_bc2 = static_cast<T>(std::sqrt(bc2));
-    const std::ptrdiff_t n = std::ptrdiff_t(w.size());
-    T* wp = w.data();
-    const T* gp = g.data();
-    T* mp = exp_avg_[i].data();
-    T* vp = exp_avg_sq_[i].data();
-    detail::for_ranges(n, n >= kParallelElements, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+  const T decay = static_cast<T>(decoupled_ ? 1.0 - this->lr_ * options_.weight_decay : 1.0);
+  const T step_size = step_size_[i];
+  const T sqrt_bc2 = sqrt_bc2_[i];
+  Variable<T>& p = this->params_[i];
+  T* wp = p.mutable_value().data();
+  const T* gp = p.grad().data();
+  T* mp = exp_avg_[i].data();
+  T* vp = exp_avg_sq_[i].data();
 #pragma omp simd
-      for (std::ptrdiff_t k = begin; k < end; ++k) {
-        const T d = gp[k] + l2 * wp[k];
-        const T m = beta1 * mp[k] + one_m_beta1 * d;
-        const T v = beta2 * vp[k] + one_m_beta2 * d * d;
-        mp[k] = m;
-        vp[k] = v;
-        const T denom = std::sqrt(v) / sqrt_bc2 + eps;
-        wp[k] = wp[k] * decay - step_size * m / denom;
-      }
-    });
+  for (std::size_t k = begin; k < end; ++k) {
+    const T d = gp[k] + l2 * wp[k];
+    const T m = beta1 * mp[k] + one_m_beta1 * d;
+    const T v = beta2 * vp[k] + one_m_beta2 * d * d;
+    mp[k] = m;
+    vp[k] = v;
+    const T denom = std::sqrt(v) / sqrt_bc2 + eps;
+    wp[k] = wp[k] * decay - step_size * m / denom;
   }
 }
 

@@ -32,8 +32,21 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  /// One update of every parameter that has a gradient.
-  virtual void step() = 0;
+  /// One update of every parameter that has a gradient: prepare_update(), then update_range()
+  /// over each such parameter's elements, split between the threads when there are enough.
+  void step();
+
+  /// The elementwise update step() is made of, which sharded_step() (parallel.hpp) runs on each
+  /// thread's part of the parameters as soon as it has summed that part of their gradients.
+  /// prepare_update() runs once per step, before any update_range(): it checks every gradient's
+  /// shape against its parameter (xgrad::Error naming both, before anything changes), creates the
+  /// state of parameters updated for the first time and advances step counts, for the parameters
+  /// that have a gradient. It may look at which parameters have one and at its shape, not at its
+  /// values (sharded_step has not summed them yet). Then update_range(i, begin, end) updates
+  /// elements [begin, end) of parameter i, which has a gradient, from the same elements of the
+  /// parameter, its gradient and its state only; calls on disjoint ranges may run at once.
+  virtual void prepare_update() = 0;
+  virtual void update_range(std::size_t i, std::size_t begin, std::size_t end) = 0;
   /// Sets every existing gradient to zeros (keeps its memory, like PyTorch's set_to_none=False),
   /// or with set_to_none drops them (Variable::zero_grad). The updates are the same for every
   /// parameter the next backward reaches. One it does not reach is still updated with a zero
@@ -85,7 +98,8 @@ template <class T>
 class SGD final : public Optimizer<T> {
  public:
   SGD(std::vector<Variable<T>> params, SGDOptions options);
-  void step() override;
+  void prepare_update() override;
+  void update_range(std::size_t i, std::size_t begin, std::size_t end) override;
   NamedTensors<T> export_state() const override;
   void import_state(const NamedTensors<T>& state) override;
   const SGDOptions& options() const { return options_; }
@@ -94,6 +108,7 @@ class SGD final : public Optimizer<T> {
   SGDOptions options_;
   std::vector<Tensor<T>> momentum_;
   std::vector<bool> has_momentum_;
+  std::vector<char> first_;  ///< per parameter: this step is its first with momentum (b = g)
 };
 
 /// Adam / AdamW options. Defaults as torch.optim.Adam; AdamW's default weight_decay is 1e-2
@@ -123,7 +138,8 @@ template <class T>
 class Adam : public Optimizer<T> {
  public:
   Adam(std::vector<Variable<T>> params, AdamOptions options);
-  void step() override;
+  void prepare_update() override;
+  void update_range(std::size_t i, std::size_t begin, std::size_t end) override;
   NamedTensors<T> export_state() const override;
   void import_state(const NamedTensors<T>& state) override;
   const AdamOptions& options() const { return options_; }
@@ -138,6 +154,8 @@ class Adam : public Optimizer<T> {
   bool decoupled_;
   std::vector<Tensor<T>> exp_avg_, exp_avg_sq_;
   std::vector<std::size_t> steps_;
+  /// Per parameter, this step's lr / (1 − β1ᵗ) and sqrt(1 − β2ᵗ) (prepare_update).
+  std::vector<T> step_size_, sqrt_bc2_;
 };
 
 /// torch.optim.AdamW: Adam with decoupled weight decay (see Adam).
