@@ -694,6 +694,24 @@ bool wait_until(const Pred& done) {
 
 }  // namespace
 
+BOOST_AUTO_TEST_CASE(thread_parts_cover_the_range_in_whole_cache_lines) {
+  for (std::size_t element : {4u, 8u})
+    for (std::size_t threads : {1u, 2u, 3u, 8u})
+      for (std::size_t n : {0u, 1u, 15u, 16u, 17u, 150u, 1000u}) {
+        std::size_t next = 0;
+        for (std::size_t t = 0; t < threads; ++t) {
+          const auto [begin, end] = detail::thread_part(n, t, threads, element);
+          BOOST_TEST(begin == next, "n " << n << " part " << t << " of " << threads);
+          BOOST_TEST(begin <= end);
+          if (end < n) BOOST_TEST((end * element) % 64 == 0u, "part ends at " << end);
+          next = end;
+        }
+        BOOST_TEST(next == n, "n " << n << " covered to " << next);
+      }
+  // 150 floats over two threads: 80 (five lines) and 70.
+  BOOST_TEST(detail::thread_part(150, 0, 2, 4).second == 80u);
+}
+
 BOOST_AUTO_TEST_CASE(for_each_own_first_runs_every_index_once) {
   for (int threads : {1, 2, 3, 8})
     for (int n : {0, 1, 2, 5, 64}) {
