@@ -96,11 +96,11 @@ double sharded_backward(std::size_t n, const ShardFn<T>& shard_loss,
 /// shard order, as apply_sum) and updates that part at once (Optimizer::prepare_update and
 /// update_range), while it is in its cache. The same `.grad` and the same parameters, bit for
 /// bit, as the two calls; the leaves opt does not hold get their gradients as from
-/// sharded_backward. No thread sums the whole gradient alone, and no core reads a gradient the
-/// other has just written to update it: LeNet-5's training step at 2 threads of the EPYC ran
-/// 1.077x as fast as the two calls at batch 8, 1.01-1.02x at 32, level from 64 (in-process
-/// alternating blocks), where the step is long against the sum. With one shard, or when a parameter
-/// has hooks (they need its whole gradient) or appears twice, it makes the two calls. Errors as
+/// sharded_backward. No thread sums the whole gradient alone, and each updates from the sums it
+/// has just made itself: LeNet-5's training step at 2 threads of the EPYC ran 1.077x as fast as
+/// the two calls at batch 8, 1.01-1.02x at 32, level from 64 (in-process alternating blocks),
+/// where the step is long against the sum. With one shard, or when a parameter has hooks (they
+/// need its whole gradient) or appears twice, it makes the two calls. Errors as
 /// sharded_backward's and step()'s: if a shard throws, nothing is applied; if prepare_update
 /// throws, `.grad` holds the sums and no parameter has changed.
 template <class T>
