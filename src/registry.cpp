@@ -72,6 +72,7 @@ const std::vector<OpInfo>& op_registry() {
       zero_pad_info(),
       // Pooling, dense, regularisation and normalisation
       max_pool2d_info(),
+      conv2d_max_pool2d_info(),
       avg_pool2d_info(),
       global_avg_pool2d_info(),
       linear_info(),

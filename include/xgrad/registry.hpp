@@ -85,6 +85,7 @@ OpInfo mse_loss_info();
 OpInfo conv2d_info();
 OpInfo zero_pad_info();
 OpInfo max_pool2d_info();
+OpInfo conv2d_max_pool2d_info();
 OpInfo avg_pool2d_info();
 OpInfo global_avg_pool2d_info();
 OpInfo linear_info();

@@ -1,0 +1,202 @@
+// conv2d_max_pool2d: max_pool2d(conv2d(x, w, b)) in one pass over each image. The convolution's
+// output is pooled while it is in the running thread's cache and never stored: the forward keeps
+// only each window's position (the 2x2 pool's one-byte code), and the backward rebuilds each
+// image's dY of the convolution from the pooled gradient and the codes, in cache, just before the
+// convolution's backward reads it. Float with a 2x2, stride-2, unpadded pool (LeNet, most small
+// CNNs) takes this path; anything else runs the two ops.
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../src/conv_driver.hpp"
+#include "../src/conv_geometry.hpp"
+#include "../src/max_pool_2x2.hpp"
+#include "xgrad/op.hpp"
+#include "xgrad/ops.hpp"
+#include "xgrad/registry.hpp"
+
+namespace xgrad {
+
+namespace {
+
+using detail::ConvGeom;
+using detail::PoolGeometry;
+
+#ifdef XGRAD_POOL_2X2
+// A per-thread buffer of at least `elements` floats that only grows, 64-byte aligned.
+template <int Slot>
+float* image_buffer(std::size_t elements) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < elements + 16) buffer.resize(elements + 16);
+  const std::uintptr_t p = reinterpret_cast<std::uintptr_t>(buffer.data());
+  return reinterpret_cast<float*>((p + 63) & ~std::uintptr_t(63));
+}
+
+// The pool of one image: its co planes of ho×wo as the stacks detail::for_stacks makes.
+PoolGeometry image_pool(const ConvGeom& g) {
+  PoolGeometry s;
+  s.n = 1;
+  s.c = g.co;
+  s.h = g.ho;
+  s.w = g.wo;
+  s.kh = s.kw = s.sh = s.sw = 2;
+  s.ho = g.ho / 2;
+  s.wo = g.wo / 2;
+  return s;
+}
+
+// The forward's image-by-image output: the convolution into a per-thread buffer, pooled from there
+// into y and the codes (null when no graph is recorded).
+struct PoolingOutput final : detail::ConvImageIo<float> {
+  PoolingOutput(const ConvGeom& g, float* y, std::uint8_t* code)
+      : s(image_pool(g)),
+        conv_image(std::size_t(g.co) * std::size_t(g.l)),
+        pooled_image(std::size_t(g.co) * s.out_plane()),
+        y(y),
+        code(code) {}
+  float* output(int) override { return image_buffer<0>(conv_image); }
+  void finish_output(int n, float* conv) override {
+    float* yn = y + std::size_t(n) * pooled_image;
+    std::uint8_t* cn = code != nullptr ? code + std::size_t(n) * pooled_image : nullptr;
+    detail::for_stacks(s, 0, s.c, [&](std::ptrdiff_t q, std::ptrdiff_t count) {
+      const std::size_t plane = std::size_t(q);
+      detail::max_pool_2x2_plane(detail::stacked(s, count), conv + plane * s.in_plane(),
+                                 yn + plane * s.out_plane(),
+                                 cn != nullptr ? cn + plane * s.out_plane() : nullptr);
+    });
+  }
+  const float* grad_output(int) override { return nullptr; }  // forward only
+  PoolGeometry s;
+  std::size_t conv_image, pooled_image;
+  float* y;
+  std::uint8_t* code;
+};
+
+// The backward's image-by-image dY of the convolution: each pooled gradient routed to its window's
+// code, zeros elsewhere (every element written), in a per-thread buffer.
+struct UnpoolingGrad final : detail::ConvImageIo<float> {
+  UnpoolingGrad(const ConvGeom& g, const float* gy, const std::uint8_t* code)
+      : s(image_pool(g)),
+        conv_image(std::size_t(g.co) * std::size_t(g.l)),
+        pooled_image(std::size_t(g.co) * s.out_plane()),
+        gy(gy),
+        code(code) {}
+  float* output(int) override { return nullptr; }  // backward only
+  void finish_output(int, float*) override {}
+  const float* grad_output(int n) override {
+    float* d = image_buffer<1>(conv_image);
+    const float* gn = gy + std::size_t(n) * pooled_image;
+    const std::uint8_t* cn = code + std::size_t(n) * pooled_image;
+    detail::for_stacks(s, 0, s.c, [&](std::ptrdiff_t q, std::ptrdiff_t count) {
+      const std::size_t plane = std::size_t(q);
+      detail::max_pool_2x2_plane_backward(detail::stacked(s, count), gn + plane * s.out_plane(),
+                                          cn + plane * s.out_plane(), d + plane * s.in_plane());
+    });
+    return d;
+  }
+  PoolGeometry s;
+  std::size_t conv_image, pooled_image;
+  const float* gy;
+  const std::uint8_t* code;
+};
+
+struct Conv2DMaxPool2DNode final : Node<float> {
+  Conv2DMaxPool2DNode(ConvGeom geom, bool has_bias, std::vector<std::uint8_t> code)
+      : geom_(geom), has_bias_(has_bias), code_(std::move(code)) {}
+  const char* name() const override { return "conv2d_max_pool2d"; }
+  std::vector<Tensor<float>> backward(const Tensor<float>& gy) override {
+    const Tensor<float>& x = this->input_value(0);
+    const Tensor<float>& w = this->input_value(1);
+    std::vector<Tensor<float>> grads(has_bias_ ? 3 : 2, no_grad<float>());
+    float* dx = nullptr;
+    float* dw = nullptr;
+    float* db = nullptr;
+    if (this->needs_input_grad(0)) {
+      grads[0] = empty_tensor<float>(shape_of(x));
+      dx = grads[0].data();
+    }
+    if (this->needs_input_grad(1)) {
+      grads[1] = empty_tensor<float>(shape_of(w));
+      dw = grads[1].data();
+    }
+    if (has_bias_ && this->needs_input_grad(2)) {
+      grads[2] = empty_tensor<float>({std::size_t(geom_.co)});
+      db = grads[2].data();
+    }
+    UnpoolingGrad unpool(geom_, gy.data(), code_.data());
+    if (dx != nullptr || dw != nullptr || db != nullptr)
+      detail::conv_backward<float>(x.data(), w.data(), nullptr, dx, dw, db, geom_, &unpool);
+    return grads;
+  }
+  ConvGeom geom_;
+  bool has_bias_;
+  std::vector<std::uint8_t> code_;  ///< per pooled output, its window position 0..3
+};
+#endif
+
+}  // namespace
+
+template <class T>
+Variable<T> conv2d_max_pool2d(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b,
+                              const Conv2DParams& conv, const Pool2DParams& pool) {
+  // Both checked first, so that errors name this op and the shapes it was given.
+  const Shape bshape = b.defined() ? b.shape() : Shape{};
+  const ConvGeom g = detail::conv_geometry("conv2d_max_pool2d", x.shape(), w.shape(),
+                                           b.defined() ? &bshape : nullptr, conv, sizeof(T));
+  const PoolGeometry s = detail::pool_geometry(
+      "conv2d_max_pool2d",
+      {std::size_t(g.n), std::size_t(g.co), std::size_t(g.ho), std::size_t(g.wo)}, pool);
+#ifdef XGRAD_POOL_2X2
+  if constexpr (std::is_same_v<T, float>) {
+    if (detail::is_2x2_s2(s)) {
+      Tensor<float> y = empty_tensor<float>(s.out_shape());
+      const bool rec = should_record<float>({&x, &w, &b});
+      std::vector<std::uint8_t> code(rec ? s.planes() * s.out_plane() : 0);
+      PoolingOutput pooling(g, y.data(), rec ? code.data() : nullptr);
+      detail::conv_forward<float>(x.value().data(), w.value().data(),
+                                  b.defined() ? b.value().data() : nullptr, nullptr, g, &pooling);
+      return record<Conv2DMaxPool2DNode>(std::move(y), {x, w, b}, g, b.defined(), std::move(code));
+    }
+  }
+#endif
+  return max_pool2d(conv2d(x, w, b, conv), pool);
+}
+
+OpInfo conv2d_max_pool2d_info() {
+  const auto fused = [](Conv2DParams c, Pool2DParams p) {
+    return [c, p](const auto& in) { return conv2d_max_pool2d(in[0], in[1], in[2], c, p); };
+  };
+  const auto io = [](Shape x, Shape w) {
+    const std::size_t co = w[0];
+    return std::vector<SampleInput>{{"x", std::move(x)}, {"w", std::move(w)}, {"b", {co}}};
+  };
+  Conv2DParams pad2;
+  pad2.padding = {2, 2};
+  Conv2DParams s2;
+  s2.stride = {2, 2};
+  Pool2DParams three;
+  three.kernel = {3, 3};
+  std::vector<SampleInput> x_fixed = io({2, 2, 6, 6}, {3, 2, 3, 3});
+  x_fixed[0].requires_grad = false;
+  return {"conv2d_max_pool2d",
+          {// LeNet's conv1 + pool1 and conv2 + pool2, smaller.
+           make_case("one_channel_5x5_pad2", io({2, 1, 8, 8}, {3, 1, 5, 5}), fused(pad2, {})),
+           make_case("six_channels_5x5", io({2, 6, 9, 9}, {4, 6, 5, 5}), fused({}, {})),
+           make_case("odd_output_7x5", io({2, 2, 9, 7}, {3, 2, 3, 3}), fused({}, {})),
+           make_case("conv_stride2", io({1, 2, 9, 9}, {2, 2, 3, 3}), fused(s2, {})),
+           make_case("no_bias", {{"x", {2, 2, 6, 6}}, {"w", {3, 2, 3, 3}}},
+                     [](const auto& in) { return conv2d_max_pool2d(in[0], in[1], {}, {}, {}); }),
+           make_case("input_without_grad", x_fixed, fused({}, {})),
+           make_case("pool_3x3_stride2", io({1, 2, 9, 9}, {2, 2, 3, 3}), fused({}, three))}};
+}
+
+#define X(T)                                                                         \
+  template Variable<T> conv2d_max_pool2d<T>(const Variable<T>&, const Variable<T>&,  \
+                                            const Variable<T>&, const Conv2DParams&, \
+                                            const Pool2DParams&);
+XGRAD_FOR_FLOAT_AND_DOUBLE(X)
+#undef X
+
+}  // namespace xgrad
