@@ -212,6 +212,75 @@ BOOST_AUTO_TEST_CASE(reference_models_compute_the_specified_order) {
       });
 }
 
+// The names of the ops recorded in the graph that made `y`, once each node.
+std::multiset<std::string> recorded_ops(const Variable<float>& y) {
+  std::multiset<std::string> names;
+  std::set<const Node<float>*> seen;
+  std::vector<std::shared_ptr<Node<float>>> stack{y.grad_fn()};
+  while (!stack.empty()) {
+    const std::shared_ptr<Node<float>> node = stack.back();
+    stack.pop_back();
+    if (node == nullptr || !seen.insert(node.get()).second) continue;
+    names.insert(node->name());
+    for (const auto& input : node->inputs()) stack.push_back(input->grad_fn);
+  }
+  return names;
+}
+
+// A Conv2d followed by a MaxPool2d runs as one conv2d_max_pool2d (LeNet-5: twice; the convnet:
+// once, its conv1 is followed by a ReLU): the same logits and gradients, bit for bit, as with the
+// fusion off, on 1 and 2 threads. A subclass of Conv2d keeps its own forward.
+BOOST_AUTO_TEST_CASE(sequential_fuses_conv_and_max_pool_with_the_same_bits) {
+  const int threads_before = num_threads();
+  for (const std::string model : {"lenet", "convnet"})
+    for (int threads : {1, 2}) {
+      BOOST_TEST_CONTEXT(model << ", " << threads << " threads") {
+        set_num_threads(threads);
+        manual_seed(5);
+        auto net = make_model<float>(model);
+        auto* seq = dynamic_cast<Sequential<float>*>(net.get());
+        BOOST_REQUIRE(seq != nullptr);
+        BOOST_TEST(seq->fuses_conv_pool());
+        std::mt19937_64 rng(9);
+        const Variable<float> x(xt::cast<float>(uniform_init()({6, 1, 28, 28}, rng)));
+        const std::vector<int> labels{0, 1, 2, 3, 4, 5};
+        std::vector<Tensor<float>> results[2];
+        for (bool fuse : {true, false}) {
+          seq->set_fuse_conv_pool(fuse);
+          for (auto [name, p] : net->named_parameters()) p.zero_grad(true);
+          const Variable<float> logits = (*net)(x);
+          const std::size_t pools = model == "lenet" ? 2u : 1u;
+          const auto ops = recorded_ops(logits);
+          BOOST_TEST(ops.count("conv2d_max_pool2d") == (fuse ? pools : 0u));
+          BOOST_TEST(ops.count("max_pool2d") == (fuse ? 0u : pools));
+          cross_entropy(logits, labels).backward();
+          results[fuse ? 0 : 1].push_back(logits.value());
+          for (const auto& [name, p] : net->named_parameters())
+            results[fuse ? 0 : 1].push_back(p.grad());
+        }
+        BOOST_REQUIRE(results[0].size() == results[1].size());
+        for (std::size_t i = 0; i < results[0].size(); ++i)
+          BOOST_TEST(std::equal(results[0][i].begin(), results[0][i].end(), results[1][i].begin()),
+                     "logits or gradient " << i << " differ");
+      }
+    }
+  set_num_threads(threads_before);
+
+  // A Conv2d whose forward is its own is not fused away.
+  struct Doubled : Conv2d<float> {
+    using Conv2d<float>::Conv2d;
+    Variable<float> forward(const Variable<float>& x) override {
+      const Variable<float> y = Conv2d<float>::forward(x);
+      return mul(y, Variable<float>(filled_tensor<float>(y.shape(), 2.f)));
+    }
+  };
+  Sequential<float> custom{std::make_shared<Doubled>(1, 2, 3),
+                           std::make_shared<MaxPool2d<float>>()};
+  const Variable<float> y = custom(Variable<float>(filled_tensor<float>({1, 1, 6, 6}, 1.f)));
+  BOOST_TEST(recorded_ops(y).count("conv2d_max_pool2d") == 0u);
+  BOOST_TEST(recorded_ops(y).count("mul") == 1u);
+}
+
 // ------------------------------------------------------------------------- parameter counts
 
 BOOST_AUTO_TEST_CASE(lenet5_has_61706_parameters) {

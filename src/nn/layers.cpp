@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <typeinfo>
 
 #include "xgrad/nn/init.hpp"
 
@@ -210,7 +211,19 @@ Sequential<T>& Sequential<T>::add(std::shared_ptr<Module<T>> module) {
 template <class T>
 Variable<T> Sequential<T>::forward(const Variable<T>& x) {
   Variable<T> y = x;
-  for (const auto& entry : this->children()) y = entry.second->forward(y);
+  const auto& children = this->children();
+  for (std::size_t i = 0; i < children.size(); ++i) {
+    Module<T>& child = *children[i].second;
+    if (fuse_conv_pool_ && i + 1 < children.size() && typeid(child) == typeid(Conv2d<T>) &&
+        typeid(*children[i + 1].second) == typeid(MaxPool2d<T>)) {
+      const auto& conv = static_cast<const Conv2d<T>&>(child);
+      const auto& pool = static_cast<const MaxPool2d<T>&>(*children[i + 1].second);
+      y = conv2d_max_pool2d(y, conv.weight(), conv.bias(), conv.params(), pool.params());
+      ++i;
+    } else {
+      y = child.forward(y);
+    }
+  }
   return y;
 }
 

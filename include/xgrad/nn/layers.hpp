@@ -43,6 +43,7 @@ class MaxPool2d : public Module<T> {
   Variable<T> forward(const Variable<T>& x) override;
   std::string type_name() const override { return "MaxPool2d"; }
   std::string describe() const override;
+  const Pool2DParams& params() const { return params_; }
 
  private:
   Pool2DParams params_;
@@ -162,6 +163,14 @@ class Sequential : public Module<T> {
   std::size_t size() const { return this->children().size(); }
   /// The i-th module; throws xgrad::Error when out of range.
   std::shared_ptr<Module<T>> at(std::size_t i) const;
+  /// Whether forward runs a Conv2d directly followed by a MaxPool2d (both of exactly those
+  /// classes) as one conv2d_max_pool2d: the same values and gradients, bit for bit, without
+  /// storing the convolution's output. On by default; forward_with_summary runs them apart.
+  void set_fuse_conv_pool(bool fuse) { fuse_conv_pool_ = fuse; }
+  bool fuses_conv_pool() const { return fuse_conv_pool_; }
+
+ private:
+  bool fuse_conv_pool_ = true;
 };
 
 /// A basic ResNet block (He et al. 2016, as torchvision's BasicBlock):
