@@ -1,9 +1,11 @@
-// conv2d_max_pool2d: max_pool2d(conv2d(x, w, b)) in one pass over each image. The convolution's
-// output is pooled while it is in the running thread's cache and never stored: the forward keeps
-// only each window's position (the 2x2 pool's one-byte code), and the backward rebuilds each
-// image's dY of the convolution from the pooled gradient and the codes, in cache, just before the
-// convolution's backward reads it. Float with a 2x2, stride-2, unpadded pool (LeNet, most small
-// CNNs) takes this path; anything else runs the two ops.
+// conv2d_max_pool2d: max_pool2d(conv2d(x, w, b)), and optionally relu of that, in one pass over
+// each image. The convolution's output is pooled while it is in the running thread's cache and
+// never stored: the forward keeps only each window's position (the 2x2 pool's one-byte code), and
+// the backward rebuilds each image's dY of the convolution from the pooled gradient and the codes,
+// in cache, just before the convolution's backward reads it. The ReLU rides in the codes: an
+// output it zeroes gets kReluZeroed added to its code, which matches no window position, so its
+// gradient reaches no input. Float with a 2x2, stride-2, unpadded pool (LeNet, most small CNNs)
+// takes this path; anything else runs the separate ops.
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -25,6 +27,9 @@ using detail::ConvGeom;
 using detail::PoolGeometry;
 
 #ifdef XGRAD_POOL_2X2
+// Added to the window code (0..3) of an output the ReLU zeroes.
+constexpr std::uint8_t kReluZeroed = 4;
+
 // A per-thread buffer of at least `elements` floats that only grows, 64-byte aligned.
 template <int Slot>
 float* image_buffer(std::size_t elements) {
@@ -47,15 +52,43 @@ PoolGeometry image_pool(const ConvGeom& g) {
   return s;
 }
 
+// y = relu(y) = y > 0 ? y : 0 over n floats (a NaN becomes 0), and, when code is non-null,
+// kReluZeroed added to the code of each y it zeroes; eight at a time (a scalar loop took longer
+// than the separate relu op).
+void relu_in_place(float* y, std::uint8_t* code, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(y + i);
+    const __m256 keep = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);
+    _mm256_storeu_ps(y + i, _mm256_and_ps(v, keep));
+    if (code != nullptr) {
+      // kReluZeroed in each lane not kept, packed to 8 bytes and added to the codes.
+      const __m256i add =
+          _mm256_andnot_si256(_mm256_castps_si256(keep), _mm256_set1_epi32(kReluZeroed));
+      const __m128i add16 =
+          _mm_packs_epi32(_mm256_castsi256_si128(add), _mm256_extracti128_si256(add, 1));
+      const __m128i add8 = _mm_packus_epi16(add16, add16);
+      __m128i* c = reinterpret_cast<__m128i*>(code + i);
+      _mm_storel_epi64(c, _mm_add_epi8(_mm_loadl_epi64(c), add8));
+    }
+  }
+  for (; i < n; ++i) {
+    const bool zeroed = !(y[i] > 0.f);
+    y[i] = zeroed ? 0.f : y[i];
+    if (code != nullptr && zeroed) code[i] = std::uint8_t(code[i] + kReluZeroed);
+  }
+}
+
 // The forward's image-by-image output: the convolution into a per-thread buffer, pooled from there
-// into y and the codes (null when no graph is recorded).
+// into y and the codes (null when no graph is recorded), then with `relu` y = max(y, 0).
 struct PoolingOutput final : detail::ConvImageIo<float> {
-  PoolingOutput(const ConvGeom& g, float* y, std::uint8_t* code)
+  PoolingOutput(const ConvGeom& g, float* y, std::uint8_t* code, bool relu)
       : s(image_pool(g)),
         conv_image(std::size_t(g.co) * std::size_t(g.l)),
         pooled_image(std::size_t(g.co) * s.out_plane()),
         y(y),
-        code(code) {}
+        code(code),
+        relu(relu) {}
   float* output(int) override { return image_buffer<0>(conv_image); }
   void finish_output(int n, float* conv) override {
     float* yn = y + std::size_t(n) * pooled_image;
@@ -66,16 +99,19 @@ struct PoolingOutput final : detail::ConvImageIo<float> {
                                  yn + plane * s.out_plane(),
                                  cn != nullptr ? cn + plane * s.out_plane() : nullptr);
     });
+    if (relu) relu_in_place(yn, cn, pooled_image);
   }
   const float* grad_output(int) override { return nullptr; }  // forward only
   PoolGeometry s;
   std::size_t conv_image, pooled_image;
   float* y;
   std::uint8_t* code;
+  bool relu;
 };
 
 // The backward's image-by-image dY of the convolution: each pooled gradient routed to its window's
-// code, zeros elsewhere (every element written), in a per-thread buffer.
+// code, zeros elsewhere and for the codes the ReLU marked (every element written), in a per-thread
+// buffer.
 struct UnpoolingGrad final : detail::ConvImageIo<float> {
   UnpoolingGrad(const ConvGeom& g, const float* gy, const std::uint8_t* code)
       : s(image_pool(g)),
@@ -132,7 +168,7 @@ struct Conv2DMaxPool2DNode final : Node<float> {
   }
   ConvGeom geom_;
   bool has_bias_;
-  std::vector<std::uint8_t> code_;  ///< per pooled output, its window position 0..3
+  std::vector<std::uint8_t> code_;  ///< per output, its window position 0..3 (+ kReluZeroed)
 };
 #endif
 
@@ -140,7 +176,7 @@ struct Conv2DMaxPool2DNode final : Node<float> {
 
 template <class T>
 Variable<T> conv2d_max_pool2d(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b,
-                              const Conv2DParams& conv, const Pool2DParams& pool) {
+                              const Conv2DParams& conv, const Pool2DParams& pool, bool relu) {
   // Both checked first, so that errors name this op and the shapes it was given.
   const Shape bshape = b.defined() ? b.shape() : Shape{};
   const ConvGeom g = detail::conv_geometry("conv2d_max_pool2d", x.shape(), w.shape(),
@@ -154,19 +190,21 @@ Variable<T> conv2d_max_pool2d(const Variable<T>& x, const Variable<T>& w, const 
       Tensor<float> y = empty_tensor<float>(s.out_shape());
       const bool rec = should_record<float>({&x, &w, &b});
       std::vector<std::uint8_t> code(rec ? s.planes() * s.out_plane() : 0);
-      PoolingOutput pooling(g, y.data(), rec ? code.data() : nullptr);
+      PoolingOutput pooling(g, y.data(), rec ? code.data() : nullptr, relu);
       detail::conv_forward<float>(x.value().data(), w.value().data(),
                                   b.defined() ? b.value().data() : nullptr, nullptr, g, &pooling);
       return record<Conv2DMaxPool2DNode>(std::move(y), {x, w, b}, g, b.defined(), std::move(code));
     }
   }
 #endif
-  return max_pool2d(conv2d(x, w, b, conv), pool);
+  const Variable<T> pooled = max_pool2d(conv2d(x, w, b, conv), pool);
+  return relu ? xgrad::relu(pooled) : pooled;
 }
 
 OpInfo conv2d_max_pool2d_info() {
-  const auto fused = [](Conv2DParams c, Pool2DParams p) {
-    return [c, p](const auto& in) { return conv2d_max_pool2d(in[0], in[1], in[2], c, p); };
+  const auto fused = [](Conv2DParams c, Pool2DParams p, bool relu = false) {
+    return
+        [c, p, relu](const auto& in) { return conv2d_max_pool2d(in[0], in[1], in[2], c, p, relu); };
   };
   const auto io = [](Shape x, Shape w) {
     const std::size_t co = w[0];
@@ -180,22 +218,26 @@ OpInfo conv2d_max_pool2d_info() {
   three.kernel = {3, 3};
   std::vector<SampleInput> x_fixed = io({2, 2, 6, 6}, {3, 2, 3, 3});
   x_fixed[0].requires_grad = false;
-  return {"conv2d_max_pool2d",
-          {// LeNet's conv1 + pool1 and conv2 + pool2, smaller.
-           make_case("one_channel_5x5_pad2", io({2, 1, 8, 8}, {3, 1, 5, 5}), fused(pad2, {})),
-           make_case("six_channels_5x5", io({2, 6, 9, 9}, {4, 6, 5, 5}), fused({}, {})),
-           make_case("odd_output_7x5", io({2, 2, 9, 7}, {3, 2, 3, 3}), fused({}, {})),
-           make_case("conv_stride2", io({1, 2, 9, 9}, {2, 2, 3, 3}), fused(s2, {})),
-           make_case("no_bias", {{"x", {2, 2, 6, 6}}, {"w", {3, 2, 3, 3}}},
-                     [](const auto& in) { return conv2d_max_pool2d(in[0], in[1], {}, {}, {}); }),
-           make_case("input_without_grad", x_fixed, fused({}, {})),
-           make_case("pool_3x3_stride2", io({1, 2, 9, 9}, {2, 2, 3, 3}), fused({}, three))}};
+  return {
+      "conv2d_max_pool2d",
+      {// LeNet's conv1 + pool1 and conv2 + pool2, smaller.
+       make_case("one_channel_5x5_pad2", io({2, 1, 8, 8}, {3, 1, 5, 5}), fused(pad2, {})),
+       make_case("six_channels_5x5", io({2, 6, 9, 9}, {4, 6, 5, 5}), fused({}, {})),
+       make_case("one_channel_relu", io({2, 1, 8, 8}, {3, 1, 5, 5}), fused(pad2, {}, true)),
+       make_case("six_channels_relu", io({2, 6, 9, 9}, {4, 6, 5, 5}), fused({}, {}, true)),
+       make_case("odd_output_7x5", io({2, 2, 9, 7}, {3, 2, 3, 3}), fused({}, {})),
+       make_case("conv_stride2", io({1, 2, 9, 9}, {2, 2, 3, 3}), fused(s2, {})),
+       make_case("no_bias", {{"x", {2, 2, 6, 6}}, {"w", {3, 2, 3, 3}}},
+                 [](const auto& in) { return conv2d_max_pool2d(in[0], in[1], {}, {}, {}); }),
+       make_case("input_without_grad", x_fixed, fused({}, {})),
+       make_case("pool_3x3_stride2", io({1, 2, 9, 9}, {2, 2, 3, 3}), fused({}, three)),
+       make_case("pool_3x3_stride2_relu", io({1, 2, 9, 9}, {2, 2, 3, 3}), fused({}, three, true))}};
 }
 
 #define X(T)                                                                         \
   template Variable<T> conv2d_max_pool2d<T>(const Variable<T>&, const Variable<T>&,  \
                                             const Variable<T>&, const Conv2DParams&, \
-                                            const Pool2DParams&);
+                                            const Pool2DParams&, bool);
 XGRAD_FOR_FLOAT_AND_DOUBLE(X)
 #undef X
 

@@ -227,9 +227,9 @@ std::multiset<std::string> recorded_ops(const Variable<float>& y) {
   return names;
 }
 
-// A Conv2d followed by a MaxPool2d runs as one conv2d_max_pool2d (LeNet-5: twice; the convnet:
-// once, its conv1 is followed by a ReLU): the same logits and gradients, bit for bit, as with the
-// fusion off, on 1 and 2 threads. A subclass of Conv2d keeps its own forward.
+// A Conv2d followed by a MaxPool2d and a ReLU runs as one conv2d_max_pool2d (LeNet-5: twice; the
+// convnet: once, its conv1 is followed by a ReLU alone): the same logits and gradients, bit for
+// bit, as with the fusion off, on 1 and 2 threads. A subclass of Conv2d keeps its own forward.
 BOOST_AUTO_TEST_CASE(sequential_fuses_conv_and_max_pool_with_the_same_bits) {
   const int threads_before = num_threads();
   for (const std::string model : {"lenet", "convnet"})
@@ -253,6 +253,9 @@ BOOST_AUTO_TEST_CASE(sequential_fuses_conv_and_max_pool_with_the_same_bits) {
           const auto ops = recorded_ops(logits);
           BOOST_TEST(ops.count("conv2d_max_pool2d") == (fuse ? pools : 0u));
           BOOST_TEST(ops.count("max_pool2d") == (fuse ? 0u : pools));
+          // Each pool is followed by a ReLU, which the fused op takes in.
+          const std::size_t relus = model == "lenet" ? 4u : 3u;
+          BOOST_TEST(ops.count("relu") == (fuse ? relus - pools : relus));
           cross_entropy(logits, labels).backward();
           results[fuse ? 0 : 1].push_back(logits.value());
           for (const auto& [name, p] : net->named_parameters())
@@ -279,6 +282,13 @@ BOOST_AUTO_TEST_CASE(sequential_fuses_conv_and_max_pool_with_the_same_bits) {
   const Variable<float> y = custom(Variable<float>(filled_tensor<float>({1, 1, 6, 6}, 1.f)));
   BOOST_TEST(recorded_ops(y).count("conv2d_max_pool2d") == 0u);
   BOOST_TEST(recorded_ops(y).count("mul") == 1u);
+  // A pool followed by something else than a ReLU: fused without one.
+  Sequential<float> no_relu{std::make_shared<Conv2d<float>>(1, 2, 3),
+                            std::make_shared<MaxPool2d<float>>(),
+                            std::make_shared<Flatten<float>>()};
+  const auto ops = recorded_ops(no_relu(Variable<float>(filled_tensor<float>({1, 1, 6, 6}, 1.f))));
+  BOOST_TEST(ops.count("conv2d_max_pool2d") == 1u);
+  BOOST_TEST(ops.count("relu") == 0u);
 }
 
 // ------------------------------------------------------------------------- parameter counts

@@ -381,9 +381,9 @@ std::vector<Tensor<float>> values_and_grads(F f, const Tensor<float>& x, const T
 
 }  // namespace
 
-// The fused op's 2x2 float path against conv2d then max_pool2d: the same kernels image by image,
-// so the same bits, on 1 and 2 threads, over batches of several chunks, with the layers of LeNet-5
-// and the convnet and odd output sizes (whose last row or column is in no window).
+// The fused op's 2x2 float path against conv2d then max_pool2d (then relu): the same kernels image
+// by image, so the same bits, on 1 and 2 threads, over batches of several chunks, with the layers
+// of LeNet-5 and the convnet and odd output sizes (whose last row or column is in no window).
 BOOST_AUTO_TEST_CASE(conv2d_max_pool2d_matches_the_two_ops_bit_for_bit) {
   Conv2DParams pad2;
   pad2.padding = {2, 2};
@@ -398,44 +398,46 @@ BOOST_AUTO_TEST_CASE(conv2d_max_pool2d_matches_the_two_ops_bit_for_bit) {
   std::mt19937_64 rng(2026);
   int compared = 0;
   for (const FusedCase& c : cases)
-    for (int threads : {1, 2}) {
-      BOOST_TEST_CONTEXT(c.label << ", " << threads << " threads") {
-        set_num_threads(threads);
-        const Tensor<float> x = xt::cast<float>(random_tensor(c.x, rng));
-        const Tensor<float> w = xt::cast<float>(random_tensor(c.w, rng));
-        const Tensor<float> b = xt::cast<float>(random_tensor({c.w[0]}, rng));
-        const auto two_ops = [&](const Variable<float>& xv, const Variable<float>& wv,
+    for (int threads : {1, 2})
+      for (bool relu : {false, true}) {
+        BOOST_TEST_CONTEXT(c.label << ", " << threads << " threads" << (relu ? ", relu" : "")) {
+          set_num_threads(threads);
+          const Tensor<float> x = xt::cast<float>(random_tensor(c.x, rng));
+          const Tensor<float> w = xt::cast<float>(random_tensor(c.w, rng));
+          const Tensor<float> b = xt::cast<float>(random_tensor({c.w[0]}, rng));
+          const auto two_ops = [&](const Variable<float>& xv, const Variable<float>& wv,
+                                   const Variable<float>& bv) {
+            const Variable<float> pooled = max_pool2d(conv2d(xv, wv, bv, c.conv), Pool2DParams{});
+            return relu ? xgrad::relu(pooled) : pooled;
+          };
+          const auto fused = [&](const Variable<float>& xv, const Variable<float>& wv,
                                  const Variable<float>& bv) {
-          return max_pool2d(conv2d(xv, wv, bv, c.conv), Pool2DParams{});
-        };
-        const auto fused = [&](const Variable<float>& xv, const Variable<float>& wv,
-                               const Variable<float>& bv) {
-          return conv2d_max_pool2d(xv, wv, bv, c.conv, Pool2DParams{});
-        };
-        const Shape y_shape = two_ops(Variable<float>(x), Variable<float>(w),
-                                      c.bias ? Variable<float>(b) : Variable<float>())
-                                  .shape();
-        const Tensor<float> g = xt::cast<float>(random_tensor(y_shape, rng));
-        const auto want = values_and_grads(two_ops, x, w, b, c.bias, g);
-        const auto got = values_and_grads(fused, x, w, b, c.bias, g);
-        BOOST_REQUIRE(got.size() == want.size());
-        for (std::size_t i = 0; i < got.size(); ++i) {
-          BOOST_REQUIRE(shape_of(got[i]) == shape_of(want[i]));
-          BOOST_TEST(std::equal(got[i].begin(), got[i].end(), want[i].begin()),
-                     "output " << i << " (y, dx, dw, db) differs");
+            return conv2d_max_pool2d(xv, wv, bv, c.conv, Pool2DParams{}, relu);
+          };
+          const Shape y_shape = two_ops(Variable<float>(x), Variable<float>(w),
+                                        c.bias ? Variable<float>(b) : Variable<float>())
+                                    .shape();
+          const Tensor<float> g = xt::cast<float>(random_tensor(y_shape, rng));
+          const auto want = values_and_grads(two_ops, x, w, b, c.bias, g);
+          const auto got = values_and_grads(fused, x, w, b, c.bias, g);
+          BOOST_REQUIRE(got.size() == want.size());
+          for (std::size_t i = 0; i < got.size(); ++i) {
+            BOOST_REQUIRE(shape_of(got[i]) == shape_of(want[i]));
+            BOOST_TEST(std::equal(got[i].begin(), got[i].end(), want[i].begin()),
+                       "output " << i << " (y, dx, dw, db) differs");
+          }
+          {  // with no graph recorded, no window positions are kept: the same values
+            NoGradGuard no_grad;
+            const Variable<float> y = conv2d_max_pool2d(
+                Variable<float>(x), Variable<float>(w),
+                c.bias ? Variable<float>(b) : Variable<float>(), c.conv, Pool2DParams{}, relu);
+            BOOST_TEST(std::equal(y.value().begin(), y.value().end(), want[0].begin()));
+          }
+          ++compared;
         }
-        {  // with no graph recorded, no window positions are kept: the same values
-          NoGradGuard no_grad;
-          const Variable<float> y = conv2d_max_pool2d(
-              Variable<float>(x), Variable<float>(w),
-              c.bias ? Variable<float>(b) : Variable<float>(), c.conv, Pool2DParams{});
-          BOOST_TEST(std::equal(y.value().begin(), y.value().end(), want[0].begin()));
-        }
-        ++compared;
       }
-    }
   set_num_threads(threads_before);
-  BOOST_TEST(compared == 10);
+  BOOST_TEST(compared == 20);
 }
 
 BOOST_AUTO_TEST_CASE(conv2d_max_pool2d_errors_name_the_op_and_shapes) {
@@ -448,6 +450,9 @@ BOOST_AUTO_TEST_CASE(conv2d_max_pool2d_errors_name_the_op_and_shapes) {
   BOOST_TEST(throws_with([&] { conv2d_max_pool2d(x, w, b_bad, {}); },
                          {"conv2d_max_pool2d", "bias", "[2]"}));
   // The convolution's output is 4x4: a 5x5 window does not fit.
-  BOOST_TEST(throws_with([&] { conv2d_max_pool2d(x, w, {}, {}, Pool2DParams{{5, 5}, {1, 1}}); },
-                         {"conv2d_max_pool2d", "larger", "[1,3,4,4]"}));
+  BOOST_TEST(throws_with(
+      [&] {
+        conv2d_max_pool2d(x, w, {}, {}, Pool2DParams{{5, 5}, {1, 1}});
+      },
+      {"conv2d_max_pool2d", "larger", "[1,3,4,4]"}));
 }

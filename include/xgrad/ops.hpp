@@ -148,15 +148,17 @@ struct Pool2DParams {
 template <class T>
 Variable<T> max_pool2d(const Variable<T>& x, const Pool2DParams& params = {});
 
-/// max_pool2d(conv2d(x, w, b, conv), pool) in one pass over each image: the same values and
-/// gradients, bit for bit (test_pool). With float and a 2x2, stride-2, unpadded pool, each image's
-/// convolution is pooled while in cache and never stored (the backward rebuilds its dY from the
-/// saved window positions); otherwise it runs the two ops. Errors as theirs, naming this op.
-/// nn::Sequential uses it for a Conv2d followed by such a MaxPool2d. x [N, C_in, H, W] ->
-/// [N, C_out, Ho', Wo'], the pool's output size over the convolution's Ho × Wo.
+/// max_pool2d(conv2d(x, w, b, conv), pool), then relu of it when `relu`, in one pass over each
+/// image: the same values and gradients, bit for bit (test_pool). With float and a 2x2, stride-2,
+/// unpadded pool, each image's convolution is pooled while in cache and never stored (the backward
+/// rebuilds its dY from the saved window positions); otherwise it runs the separate ops. Errors as
+/// theirs, naming this op. nn::Sequential uses it for a Conv2d followed by such a MaxPool2d (and a
+/// ReLU). x [N, C_in, H, W] -> [N, C_out, Ho', Wo'], the pool's output size over the
+/// convolution's Ho × Wo.
 template <class T>
 Variable<T> conv2d_max_pool2d(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b,
-                              const Conv2DParams& conv, const Pool2DParams& pool = {});
+                              const Conv2DParams& conv, const Pool2DParams& pool = {},
+                              bool relu = false);
 
 /// y[n,c,i,j] = mean over the window (see count_include_pad). dx spreads each g evenly over its
 /// window (the course's distribute-value). Shapes as max_pool2d.

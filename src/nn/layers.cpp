@@ -218,8 +218,10 @@ Variable<T> Sequential<T>::forward(const Variable<T>& x) {
         typeid(*children[i + 1].second) == typeid(MaxPool2d<T>)) {
       const auto& conv = static_cast<const Conv2d<T>&>(child);
       const auto& pool = static_cast<const MaxPool2d<T>&>(*children[i + 1].second);
-      y = conv2d_max_pool2d(y, conv.weight(), conv.bias(), conv.params(), pool.params());
-      ++i;
+      const bool relu =
+          i + 2 < children.size() && typeid(*children[i + 2].second) == typeid(ReLU<T>);
+      y = conv2d_max_pool2d(y, conv.weight(), conv.bias(), conv.params(), pool.params(), relu);
+      i += relu ? 2 : 1;
     } else {
       y = child.forward(y);
     }
