@@ -69,6 +69,7 @@ const std::vector<OpInfo>& op_registry() {
       mse_loss_info(),
       // Convolution
       conv2d_info(),
+      conv2d_relu_info(),
       zero_pad_info(),
       // Pooling, dense, regularisation and normalisation
       max_pool2d_info(),

@@ -495,3 +495,35 @@ BOOST_AUTO_TEST_CASE(zero_pad_errors) {
   BOOST_TEST(rank.find("zero_pad") != std::string::npos, rank);
   BOOST_TEST(rank.find("[1,3,3]") != std::string::npos, rank);
 }
+
+// conv2d_relu against relu(conv2d): the same kernels, so the same bits, on 1 and 2 threads, with
+// the convnet's conv1 (the direct kernel) and conv2 (im2col and GEMM), LeNet's conv1 (the shift
+// kernel) and conv2 (the lanes kernel), over batches of several chunks.
+BOOST_AUTO_TEST_CASE(conv2d_relu_matches_the_separate_ops_bit_for_bit) {
+  using xgrad::testing::FusedCase;
+  using V = Variable<float>;
+  Conv2DParams pad2;
+  pad2.padding = {2, 2};
+  Conv2DParams s2;
+  s2.stride = {2, 2};
+  const std::vector<FusedCase> cases{{"convnet_conv1", {20, 1, 28, 28}, {32, 1, 3, 3}, {}, true},
+                                     {"convnet_conv2", {3, 32, 26, 26}, {64, 32, 3, 3}, {}, true},
+                                     {"lenet_conv1", {17, 1, 28, 28}, {6, 1, 5, 5}, pad2, true},
+                                     {"lenet_conv2", {9, 6, 14, 14}, {16, 6, 5, 5}, {}, false},
+                                     {"stride2_odd", {3, 3, 11, 9}, {5, 3, 3, 3}, s2, true}};
+  std::mt19937_64 rng(2027);
+  const auto separate = [](const FusedCase& c, const V& x, const V& w, const V& b) {
+    return relu(conv2d(x, w, b, c.conv));
+  };
+  const auto fused = [](const FusedCase& c, const V& x, const V& w, const V& b) {
+    return conv2d_relu(x, w, b, c.conv);
+  };
+  BOOST_TEST(xgrad::testing::check_same_bits_as_separate_ops(cases, fused, separate, rng) == 10);
+}
+
+BOOST_AUTO_TEST_CASE(conv2d_relu_errors_name_the_op_and_shapes) {
+  const Variable<float> x(filled_tensor<float>({1, 2, 6, 6}, 1.f));
+  const Variable<float> w_bad(filled_tensor<float>({3, 4, 3, 3}, 1.f));
+  BOOST_TEST(xgrad::testing::throws_with([&] { conv2d_relu(x, w_bad, {}); },
+                                         {"conv2d_relu", "channels", "[1,2,6,6]", "[3,4,3,3]"}));
+}

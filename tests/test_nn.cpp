@@ -228,34 +228,37 @@ std::multiset<std::string> recorded_ops(const Variable<float>& y) {
 }
 
 // A Conv2d followed by a MaxPool2d and a ReLU runs as one conv2d_max_pool2d (LeNet-5: twice; the
-// convnet: once, its conv1 is followed by a ReLU alone): the same logits and gradients, bit for
-// bit, as with the fusion off, on 1 and 2 threads. A subclass of Conv2d keeps its own forward.
+// convnet: once), one followed by a ReLU alone as conv2d_relu (the convnet's conv1): the same
+// logits and gradients, bit for bit, as with the fusion off, on 1 and 2 threads. A subclass of
+// Conv2d keeps its own forward.
 BOOST_AUTO_TEST_CASE(sequential_fuses_conv_and_max_pool_with_the_same_bits) {
-  const int threads_before = num_threads();
   for (const std::string model : {"lenet", "convnet"})
     for (int threads : {1, 2}) {
       BOOST_TEST_CONTEXT(model << ", " << threads << " threads") {
-        set_num_threads(threads);
+        const xgrad::testing::Threads use(threads);
         manual_seed(5);
         auto net = make_model<float>(model);
         auto* seq = dynamic_cast<Sequential<float>*>(net.get());
         BOOST_REQUIRE(seq != nullptr);
-        BOOST_TEST(seq->fuses_conv_pool());
+        BOOST_TEST(seq->fusion());
         std::mt19937_64 rng(9);
         const Variable<float> x(xt::cast<float>(uniform_init()({6, 1, 28, 28}, rng)));
         const std::vector<int> labels{0, 1, 2, 3, 4, 5};
         std::vector<Tensor<float>> results[2];
         for (bool fuse : {true, false}) {
-          seq->set_fuse_conv_pool(fuse);
+          seq->set_fusion(fuse);
           for (auto [name, p] : net->named_parameters()) p.zero_grad(true);
           const Variable<float> logits = (*net)(x);
           const std::size_t pools = model == "lenet" ? 2u : 1u;
           const auto ops = recorded_ops(logits);
           BOOST_TEST(ops.count("conv2d_max_pool2d") == (fuse ? pools : 0u));
           BOOST_TEST(ops.count("max_pool2d") == (fuse ? 0u : pools));
-          // Each pool is followed by a ReLU, which the fused op takes in.
+          // Each pool is followed by a ReLU, which the fused op takes in; the convnet's conv1 by a
+          // ReLU alone (conv2d_relu).
+          const std::size_t conv_relus = model == "lenet" ? 0u : 1u;
+          BOOST_TEST(ops.count("conv2d_relu") == (fuse ? conv_relus : 0u));
           const std::size_t relus = model == "lenet" ? 4u : 3u;
-          BOOST_TEST(ops.count("relu") == (fuse ? relus - pools : relus));
+          BOOST_TEST(ops.count("relu") == (fuse ? relus - pools - conv_relus : relus));
           cross_entropy(logits, labels).backward();
           results[fuse ? 0 : 1].push_back(logits.value());
           for (const auto& [name, p] : net->named_parameters())
@@ -267,7 +270,6 @@ BOOST_AUTO_TEST_CASE(sequential_fuses_conv_and_max_pool_with_the_same_bits) {
                      "logits or gradient " << i << " differ");
       }
     }
-  set_num_threads(threads_before);
 
   // A Conv2d whose forward is its own is not fused away.
   struct Doubled : Conv2d<float> {

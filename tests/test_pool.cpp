@@ -17,6 +17,8 @@
 
 using namespace xgrad;
 using reference::PoolMode;
+using xgrad::testing::check_same_bits_as_separate_ops;
+using xgrad::testing::FusedCase;
 using xgrad::testing::make;
 using xgrad::testing::max_abs_diff;
 using xgrad::testing::random_tensor;
@@ -356,35 +358,10 @@ BOOST_AUTO_TEST_CASE(errors_name_the_op_and_shapes) {
   BOOST_TEST(throws_with([&] { global_avg_pool2d(x3); }, {"global_avg_pool2d", "[1,2,2]"}));
 }
 
-namespace {
-
-struct FusedCase {
-  const char* label;
-  Shape x, w;
-  Conv2DParams conv;
-  bool bias;
-};
-
-// Values, and gradients for a random upstream gradient, of `f` on float inputs.
-template <class F>
-std::vector<Tensor<float>> values_and_grads(F f, const Tensor<float>& x, const Tensor<float>& w,
-                                            const Tensor<float>& b, bool bias,
-                                            const Tensor<float>& g) {
-  Variable<float> xv(x, true), wv(w, true), bv;
-  if (bias) bv = Variable<float>(b, true);
-  const Variable<float> y = f(xv, wv, bv);
-  y.backward(g);
-  std::vector<Tensor<float>> out{y.value(), xv.grad(), wv.grad()};
-  if (bias) out.push_back(bv.grad());
-  return out;
-}
-
-}  // namespace
-
 // The fused op's 2x2 float path against conv2d then max_pool2d (then relu): the same kernels image
 // by image, so the same bits, on 1 and 2 threads, over batches of several chunks, with the layers
 // of LeNet-5 and the convnet and odd output sizes (whose last row or column is in no window).
-BOOST_AUTO_TEST_CASE(conv2d_max_pool2d_matches_the_two_ops_bit_for_bit) {
+BOOST_AUTO_TEST_CASE(conv2d_max_pool2d_matches_the_separate_ops_bit_for_bit) {
   Conv2DParams pad2;
   pad2.padding = {2, 2};
   Conv2DParams s2;
@@ -394,50 +371,20 @@ BOOST_AUTO_TEST_CASE(conv2d_max_pool2d_matches_the_two_ops_bit_for_bit) {
                                      {"convnet_conv2", {3, 32, 26, 26}, {64, 32, 3, 3}, {}, true},
                                      {"odd_9x7_no_bias", {5, 3, 11, 9}, {4, 3, 3, 3}, {}, false},
                                      {"stride2_im2col", {4, 3, 17, 17}, {5, 3, 3, 3}, s2, true}};
-  const int threads_before = num_threads();
   std::mt19937_64 rng(2026);
-  int compared = 0;
-  for (const FusedCase& c : cases)
-    for (int threads : {1, 2})
-      for (bool relu : {false, true}) {
-        BOOST_TEST_CONTEXT(c.label << ", " << threads << " threads" << (relu ? ", relu" : "")) {
-          set_num_threads(threads);
-          const Tensor<float> x = xt::cast<float>(random_tensor(c.x, rng));
-          const Tensor<float> w = xt::cast<float>(random_tensor(c.w, rng));
-          const Tensor<float> b = xt::cast<float>(random_tensor({c.w[0]}, rng));
-          const auto two_ops = [&](const Variable<float>& xv, const Variable<float>& wv,
-                                   const Variable<float>& bv) {
-            const Variable<float> pooled = max_pool2d(conv2d(xv, wv, bv, c.conv), Pool2DParams{});
-            return relu ? xgrad::relu(pooled) : pooled;
-          };
-          const auto fused = [&](const Variable<float>& xv, const Variable<float>& wv,
-                                 const Variable<float>& bv) {
-            return conv2d_max_pool2d(xv, wv, bv, c.conv, Pool2DParams{}, relu);
-          };
-          const Shape y_shape = two_ops(Variable<float>(x), Variable<float>(w),
-                                        c.bias ? Variable<float>(b) : Variable<float>())
-                                    .shape();
-          const Tensor<float> g = xt::cast<float>(random_tensor(y_shape, rng));
-          const auto want = values_and_grads(two_ops, x, w, b, c.bias, g);
-          const auto got = values_and_grads(fused, x, w, b, c.bias, g);
-          BOOST_REQUIRE(got.size() == want.size());
-          for (std::size_t i = 0; i < got.size(); ++i) {
-            BOOST_REQUIRE(shape_of(got[i]) == shape_of(want[i]));
-            BOOST_TEST(std::equal(got[i].begin(), got[i].end(), want[i].begin()),
-                       "output " << i << " (y, dx, dw, db) differs");
-          }
-          {  // with no graph recorded, no window positions are kept: the same values
-            NoGradGuard no_grad;
-            const Variable<float> y = conv2d_max_pool2d(
-                Variable<float>(x), Variable<float>(w),
-                c.bias ? Variable<float>(b) : Variable<float>(), c.conv, Pool2DParams{}, relu);
-            BOOST_TEST(std::equal(y.value().begin(), y.value().end(), want[0].begin()));
-          }
-          ++compared;
-        }
-      }
-  set_num_threads(threads_before);
-  BOOST_TEST(compared == 20);
+  using V = Variable<float>;
+  for (bool relu : {false, true}) {
+    BOOST_TEST_CONTEXT((relu ? "with relu" : "without relu")) {
+      const auto separate = [relu](const FusedCase& c, const V& x, const V& w, const V& b) {
+        const V pooled = max_pool2d(conv2d(x, w, b, c.conv), Pool2DParams{});
+        return relu ? xgrad::relu(pooled) : pooled;
+      };
+      const auto fused = [relu](const FusedCase& c, const V& x, const V& w, const V& b) {
+        return conv2d_max_pool2d(x, w, b, c.conv, Pool2DParams{}, relu);
+      };
+      BOOST_TEST(check_same_bits_as_separate_ops(cases, fused, separate, rng) == 10);
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(conv2d_max_pool2d_errors_name_the_op_and_shapes) {

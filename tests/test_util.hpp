@@ -5,12 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <xgrad/runtime.hpp>
-#include <xgrad/tensor.hpp>
+#include <xgrad/xgrad.hpp>
 
 namespace xgrad::testing {
 
@@ -93,5 +94,61 @@ struct Threads {
   Threads(const Threads&) = delete;
   Threads& operator=(const Threads&) = delete;
 };
+
+/// A convolution's input and weight shapes, parameters and whether it has a bias.
+struct FusedCase {
+  const char* label;
+  Shape x, w;
+  Conv2DParams conv;
+  bool bias;
+};
+
+/// Checks a fused op against the ops it fuses, in float, for each case on 1 and 2 threads: y =
+/// f(c, x, w, b) (b undefined without bias), and the gradients of x, w and b for a random upstream
+/// gradient, must have the same bits from `fused` as from `separate`, and so must y from `fused`
+/// with no graph recorded. Returns how many (case, threads) pairs it compared.
+template <class Fused, class Separate>
+int check_same_bits_as_separate_ops(const std::vector<FusedCase>& cases, const Fused& fused,
+                                    const Separate& separate, std::mt19937_64& rng) {
+  const auto run = [](const auto& f, const FusedCase& c, const Tensor<float>& x,
+                      const Tensor<float>& w, const Tensor<float>& b, const Tensor<float>& g) {
+    Variable<float> xv(x, true), wv(w, true), bv;
+    if (c.bias) bv = Variable<float>(b, true);
+    const Variable<float> y = f(c, xv, wv, bv);
+    y.backward(g);
+    std::vector<Tensor<float>> out{y.value(), xv.grad(), wv.grad()};
+    if (c.bias) out.push_back(bv.grad());
+    return out;
+  };
+  const auto same_bits = [](const Tensor<float>& a, const Tensor<float>& b) {
+    return shape_of(a) == shape_of(b) &&
+           std::equal(a.begin(), a.end(), b.begin(),
+                      [](float u, float v) { return std::memcmp(&u, &v, sizeof u) == 0; });
+  };
+  int compared = 0;
+  for (const FusedCase& c : cases)
+    for (int threads : {1, 2}) {
+      BOOST_TEST_CONTEXT(c.label << ", " << threads << " threads") {
+        const Threads use(threads);
+        const Tensor<float> x = xt::cast<float>(random_tensor(c.x, rng));
+        const Tensor<float> w = xt::cast<float>(random_tensor(c.w, rng));
+        const Tensor<float> b = xt::cast<float>(random_tensor({c.w[0]}, rng));
+        const Variable<float> bias = c.bias ? Variable<float>(b) : Variable<float>();
+        const Shape y_shape = separate(c, Variable<float>(x), Variable<float>(w), bias).shape();
+        const Tensor<float> g = xt::cast<float>(random_tensor(y_shape, rng));
+        const auto want = run(separate, c, x, w, b, g);
+        const auto got = run(fused, c, x, w, b, g);
+        BOOST_REQUIRE(got.size() == want.size());
+        for (std::size_t i = 0; i < got.size(); ++i)
+          BOOST_TEST(same_bits(got[i], want[i]), "output " << i << " (y, dx, dw, db) differs");
+        NoGradGuard no_grad;
+        BOOST_TEST(
+            same_bits(fused(c, Variable<float>(x), Variable<float>(w), bias).value(), want[0]),
+            "y with no graph recorded differs");
+        ++compared;
+      }
+    }
+  return compared;
+}
 
 }  // namespace xgrad::testing

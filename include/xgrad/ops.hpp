@@ -118,6 +118,15 @@ template <class T>
 Variable<T> conv2d(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b = {},
                    const Conv2DParams& params = {});
 
+/// relu(conv2d(x, w, b, conv)) in one pass over each image: the same values and gradients, bit for
+/// bit (test_conv). With float (and AVX2) each image's output gets its ReLU while in cache, and
+/// the backward masks each image's gradient just before the convolution's backward reads it;
+/// otherwise it runs the two ops. Errors as conv2d's, naming this op. nn::Sequential uses it for a
+/// Conv2d followed by a ReLU. Shapes as conv2d.
+template <class T>
+Variable<T> conv2d_relu(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b,
+                        const Conv2DParams& conv = {});
+
 /// Zeros added to each spatial side of an NCHW tensor.
 struct Pads {
   int top = 0, bottom = 0, left = 0, right = 0;

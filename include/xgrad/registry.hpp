@@ -83,6 +83,7 @@ OpInfo log_softmax_info();
 OpInfo cross_entropy_info();
 OpInfo mse_loss_info();
 OpInfo conv2d_info();
+OpInfo conv2d_relu_info();
 OpInfo zero_pad_info();
 OpInfo max_pool2d_info();
 OpInfo conv2d_max_pool2d_info();

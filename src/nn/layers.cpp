@@ -214,7 +214,7 @@ Variable<T> Sequential<T>::forward(const Variable<T>& x) {
   const auto& children = this->children();
   for (std::size_t i = 0; i < children.size(); ++i) {
     Module<T>& child = *children[i].second;
-    if (fuse_conv_pool_ && i + 1 < children.size() && typeid(child) == typeid(Conv2d<T>) &&
+    if (fuse_ && i + 1 < children.size() && typeid(child) == typeid(Conv2d<T>) &&
         typeid(*children[i + 1].second) == typeid(MaxPool2d<T>)) {
       const auto& conv = static_cast<const Conv2d<T>&>(child);
       const auto& pool = static_cast<const MaxPool2d<T>&>(*children[i + 1].second);
@@ -222,6 +222,11 @@ Variable<T> Sequential<T>::forward(const Variable<T>& x) {
           i + 2 < children.size() && typeid(*children[i + 2].second) == typeid(ReLU<T>);
       y = conv2d_max_pool2d(y, conv.weight(), conv.bias(), conv.params(), pool.params(), relu);
       i += relu ? 2 : 1;
+    } else if (fuse_ && i + 1 < children.size() && typeid(child) == typeid(Conv2d<T>) &&
+               typeid(*children[i + 1].second) == typeid(ReLU<T>)) {
+      const auto& conv = static_cast<const Conv2d<T>&>(child);
+      y = conv2d_relu(y, conv.weight(), conv.bias(), conv.params());
+      ++i;
     } else {
       y = child.forward(y);
     }

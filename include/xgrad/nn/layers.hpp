@@ -163,15 +163,16 @@ class Sequential : public Module<T> {
   std::size_t size() const { return this->children().size(); }
   /// The i-th module; throws xgrad::Error when out of range.
   std::shared_ptr<Module<T>> at(std::size_t i) const;
-  /// Whether forward runs a Conv2d directly followed by a MaxPool2d, and a ReLU after them if
-  /// there is one (all of exactly those classes), as one conv2d_max_pool2d: the same values and
-  /// gradients, bit for bit, without storing the convolution's output or making passes of their
-  /// own over the pool's. On by default; forward_with_summary runs them apart.
-  void set_fuse_conv_pool(bool fuse) { fuse_conv_pool_ = fuse; }
-  bool fuses_conv_pool() const { return fuse_conv_pool_; }
+  /// Whether forward runs a Conv2d and the layers right after it as one fused op: a MaxPool2d, and
+  /// a ReLU after it if there is one, as conv2d_max_pool2d; else a ReLU as conv2d_relu (all of
+  /// exactly those classes). The same values and gradients, bit for bit, without storing the
+  /// convolution's output or making passes of their own over it. On by default;
+  /// forward_with_summary runs every layer apart.
+  void set_fusion(bool fuse) { fuse_ = fuse; }
+  bool fusion() const { return fuse_; }
 
  private:
-  bool fuse_conv_pool_ = true;
+  bool fuse_ = true;
 };
 
 /// A basic ResNet block (He et al. 2016, as torchvision's BasicBlock):
