@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../src/conv_driver.hpp"
-#include "../src/conv_geometry.hpp"
+#include "../src/conv_op.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
@@ -27,28 +27,7 @@ struct Conv2DNode final : Node<T> {
   Conv2DNode(ConvGeom geom, bool has_bias) : geom_(geom), has_bias_(has_bias) {}
   const char* name() const override { return "conv2d"; }
   std::vector<Tensor<T>> backward(const Tensor<T>& gy) override {
-    const Tensor<T>& x = this->input_value(0);
-    const Tensor<T>& w = this->input_value(1);
-    const std::size_t n_in = has_bias_ ? 3 : 2;
-    std::vector<Tensor<T>> grads(n_in, no_grad<T>());
-    T* dx = nullptr;
-    T* dw = nullptr;
-    T* db = nullptr;
-    if (this->needs_input_grad(0)) {
-      grads[0] = empty_tensor<T>(shape_of(x));
-      dx = grads[0].data();
-    }
-    if (this->needs_input_grad(1)) {
-      grads[1] = empty_tensor<T>(shape_of(w));
-      dw = grads[1].data();
-    }
-    if (has_bias_ && this->needs_input_grad(2)) {
-      grads[2] = empty_tensor<T>({std::size_t(geom_.co)});
-      db = grads[2].data();
-    }
-    if (dx != nullptr || dw != nullptr || db != nullptr)
-      detail::conv_backward(x.data(), w.data(), gy.data(), dx, dw, db, geom_);
-    return grads;
+    return detail::conv_gradients<T>(*this, geom_, has_bias_, gy.data());
   }
   ConvGeom geom_;
   bool has_bias_;

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "../src/conv_driver.hpp"
-#include "../src/conv_geometry.hpp"
+#include "../src/conv_op.hpp"
 #include "../src/max_pool_2x2.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
@@ -143,28 +143,8 @@ struct Conv2DMaxPool2DNode final : Node<float> {
       : geom_(geom), has_bias_(has_bias), code_(std::move(code)) {}
   const char* name() const override { return "conv2d_max_pool2d"; }
   std::vector<Tensor<float>> backward(const Tensor<float>& gy) override {
-    const Tensor<float>& x = this->input_value(0);
-    const Tensor<float>& w = this->input_value(1);
-    std::vector<Tensor<float>> grads(has_bias_ ? 3 : 2, no_grad<float>());
-    float* dx = nullptr;
-    float* dw = nullptr;
-    float* db = nullptr;
-    if (this->needs_input_grad(0)) {
-      grads[0] = empty_tensor<float>(shape_of(x));
-      dx = grads[0].data();
-    }
-    if (this->needs_input_grad(1)) {
-      grads[1] = empty_tensor<float>(shape_of(w));
-      dw = grads[1].data();
-    }
-    if (has_bias_ && this->needs_input_grad(2)) {
-      grads[2] = empty_tensor<float>({std::size_t(geom_.co)});
-      db = grads[2].data();
-    }
     UnpoolingGrad unpool(geom_, gy.data(), code_.data());
-    if (dx != nullptr || dw != nullptr || db != nullptr)
-      detail::conv_backward<float>(x.data(), w.data(), nullptr, dx, dw, db, geom_, &unpool);
-    return grads;
+    return detail::conv_gradients<float>(*this, geom_, has_bias_, nullptr, &unpool);
   }
   ConvGeom geom_;
   bool has_bias_;

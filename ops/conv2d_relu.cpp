@@ -15,7 +15,7 @@
 #endif
 
 #include "../src/conv_driver.hpp"
-#include "../src/conv_geometry.hpp"
+#include "../src/conv_op.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
@@ -100,28 +100,8 @@ struct Conv2DReluNode final : Node<float> {
       : geom_(geom), has_bias_(has_bias), passed_(std::move(passed)) {}
   const char* name() const override { return "conv2d_relu"; }
   std::vector<Tensor<float>> backward(const Tensor<float>& gy) override {
-    const Tensor<float>& x = this->input_value(0);
-    const Tensor<float>& w = this->input_value(1);
-    std::vector<Tensor<float>> grads(has_bias_ ? 3 : 2, no_grad<float>());
-    float* dx = nullptr;
-    float* dw = nullptr;
-    float* db = nullptr;
-    if (this->needs_input_grad(0)) {
-      grads[0] = empty_tensor<float>(shape_of(x));
-      dx = grads[0].data();
-    }
-    if (this->needs_input_grad(1)) {
-      grads[1] = empty_tensor<float>(shape_of(w));
-      dw = grads[1].data();
-    }
-    if (has_bias_ && this->needs_input_grad(2)) {
-      grads[2] = empty_tensor<float>({std::size_t(geom_.co)});
-      db = grads[2].data();
-    }
     MaskedGrad masked(geom_, gy.data(), passed_.data());
-    if (dx != nullptr || dw != nullptr || db != nullptr)
-      detail::conv_backward<float>(x.data(), w.data(), nullptr, dx, dw, db, geom_, &masked);
-    return grads;
+    return detail::conv_gradients<float>(*this, geom_, has_bias_, nullptr, &masked);
   }
   ConvGeom geom_;
   bool has_bias_;
