@@ -97,6 +97,16 @@ void Optimizer<T>::step() {
 }
 
 template <class T>
+void Optimizer<T>::check_gradient_shapes() const {
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const Variable<T>& p = params_[i];
+    if (p.has_grad() && shape_of(p.grad()) != shape_of(p.value()))
+      throw Error(prefix_ + ": parameter " + std::to_string(i) + " has shape " +
+                  shape_str(p.value()) + " but its gradient has shape " + shape_str(p.grad()));
+  }
+}
+
+template <class T>
 void Optimizer<T>::zero_grad(bool set_to_none) {
   for (Variable<T>& p : params_) p.zero_grad(set_to_none);
 }
@@ -125,13 +135,8 @@ SGD<T>::SGD(std::vector<Variable<T>> params, SGDOptions options)
 
 template <class T>
 void SGD<T>::prepare_update() {
+  this->check_gradient_shapes();
   const std::size_t n = this->params_.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    const Variable<T>& p = this->params_[i];
-    if (p.has_grad() && shape_of(p.grad()) != shape_of(p.value()))
-      throw Error("sgd: parameter " + std::to_string(i) + " has shape " + shape_str(p.value()) +
-                  " but its gradient has shape " + shape_str(p.grad()));
-  }
   first_.assign(n, 0);
   if (options_.momentum == 0.0) return;
   for (std::size_t i = 0; i < n; ++i)
@@ -220,13 +225,8 @@ Adam<T>::Adam(std::vector<Variable<T>> params, AdamOptions options, bool decoupl
 
 template <class T>
 void Adam<T>::prepare_update() {
+  this->check_gradient_shapes();
   const std::size_t n = this->params_.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    const Variable<T>& p = this->params_[i];
-    if (p.has_grad() && shape_of(p.grad()) != shape_of(p.value()))
-      throw Error(this->prefix_ + ": parameter " + std::to_string(i) + " has shape " +
-                  shape_str(p.value()) + " but its gradient has shape " + shape_str(p.grad()));
-  }
   step_size_.assign(n, T(0));
   sqrt_bc2_.assign(n, T(1));
   for (std::size_t i = 0; i < n; ++i) {

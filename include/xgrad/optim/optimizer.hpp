@@ -72,6 +72,10 @@ class Optimizer {
   virtual void import_state(const NamedTensors<T>& state) = 0;
 
  protected:
+  /// Throws xgrad::Error naming the parameter and both shapes when a gradient's shape is not its
+  /// parameter's (the first check of every prepare_update, before anything changes).
+  void check_gradient_shapes() const;
+
   std::vector<Variable<T>> params_;
   double lr_;
   std::string prefix_;
