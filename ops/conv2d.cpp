@@ -10,7 +10,6 @@
 #include <utility>
 #include <vector>
 
-#include "../src/conv_driver.hpp"
 #include "../src/conv_op.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
@@ -120,9 +119,7 @@ ConvGeom conv_geometry(const char* op, const Shape& xs, const Shape& ws, const S
 template <class T>
 Variable<T> conv2d(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b,
                    const Conv2DParams& params) {
-  const Shape bshape = b.defined() ? b.shape() : Shape{};
-  const ConvGeom g = detail::conv_geometry("conv2d", x.shape(), w.shape(),
-                                           b.defined() ? &bshape : nullptr, params, sizeof(T));
+  const ConvGeom g = detail::conv_geometry("conv2d", x, w, b, params);
   Tensor<T> y =
       empty_tensor<T>({std::size_t(g.n), std::size_t(g.co), std::size_t(g.ho), std::size_t(g.wo)});
   detail::conv_forward(x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
@@ -137,10 +134,7 @@ OpInfo conv2d_info() {
   const auto conv_nb = [](Conv2DParams p) {
     return [p](const auto& in) { return conv2d(in[0], in[1], {}, p); };
   };
-  const auto io = [](Shape x, Shape w) {
-    const std::size_t co = w[0];
-    return std::vector<SampleInput>{{"x", std::move(x)}, {"w", std::move(w)}, {"b", {co}}};
-  };
+  const auto io = detail::conv_sample_inputs;
   Conv2DParams s2;
   s2.stride = {2, 2};
   Conv2DParams s3p1;

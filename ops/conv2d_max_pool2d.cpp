@@ -12,9 +12,9 @@
 #include <utility>
 #include <vector>
 
-#include "../src/conv_driver.hpp"
 #include "../src/conv_op.hpp"
 #include "../src/max_pool_2x2.hpp"
+#include "../src/relu_mark.hpp"
 #include "xgrad/op.hpp"
 #include "xgrad/ops.hpp"
 #include "xgrad/registry.hpp"
@@ -30,80 +30,45 @@ using detail::PoolGeometry;
 // Added to the window code (0..3) of an output the ReLU zeroes.
 constexpr std::uint8_t kReluZeroed = 4;
 
-// A per-thread buffer of at least `elements` floats that only grows, 64-byte aligned.
-template <int Slot>
-float* image_buffer(std::size_t elements) {
-  thread_local std::vector<float> buffer;
-  if (buffer.size() < elements + 16) buffer.resize(elements + 16);
-  const std::uintptr_t p = reinterpret_cast<std::uintptr_t>(buffer.data());
-  return reinterpret_cast<float*>((p + 63) & ~std::uintptr_t(63));
-}
-
-// The pool of one image: its co planes of ho×wo as the stacks detail::for_stacks makes.
-PoolGeometry image_pool(const ConvGeom& g) {
+// One image's pool: its co planes of ho×wo as the stacks detail::for_stacks makes, and the sizes
+// of its convolution's output and of its pooled output.
+struct ImagePool {
+  explicit ImagePool(const ConvGeom& g) {
+    s.n = 1;
+    s.c = g.co;
+    s.h = g.ho;
+    s.w = g.wo;
+    s.kh = s.kw = s.sh = s.sw = 2;
+    s.ho = g.ho / 2;
+    s.wo = g.wo / 2;
+    conv_image = std::size_t(g.co) * std::size_t(g.l);
+    pooled_image = std::size_t(g.co) * s.out_plane();
+  }
   PoolGeometry s;
-  s.n = 1;
-  s.c = g.co;
-  s.h = g.ho;
-  s.w = g.wo;
-  s.kh = s.kw = s.sh = s.sw = 2;
-  s.ho = g.ho / 2;
-  s.wo = g.wo / 2;
-  return s;
-}
-
-// y = relu(y) = y > 0 ? y : 0 over n floats (a NaN becomes 0), and, when code is non-null,
-// kReluZeroed added to the code of each y it zeroes; eight at a time (a scalar loop took longer
-// than the separate relu op).
-void relu_in_place(float* y, std::uint8_t* code, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(y + i);
-    const __m256 keep = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);
-    _mm256_storeu_ps(y + i, _mm256_and_ps(v, keep));
-    if (code != nullptr) {
-      // kReluZeroed in each lane not kept, packed to 8 bytes and added to the codes.
-      const __m256i add =
-          _mm256_andnot_si256(_mm256_castps_si256(keep), _mm256_set1_epi32(kReluZeroed));
-      const __m128i add16 =
-          _mm_packs_epi32(_mm256_castsi256_si128(add), _mm256_extracti128_si256(add, 1));
-      const __m128i add8 = _mm_packus_epi16(add16, add16);
-      __m128i* c = reinterpret_cast<__m128i*>(code + i);
-      _mm_storel_epi64(c, _mm_add_epi8(_mm_loadl_epi64(c), add8));
-    }
-  }
-  for (; i < n; ++i) {
-    const bool zeroed = !(y[i] > 0.f);
-    y[i] = zeroed ? 0.f : y[i];
-    if (code != nullptr && zeroed) code[i] = std::uint8_t(code[i] + kReluZeroed);
-  }
-}
+  std::size_t conv_image = 0, pooled_image = 0;
+};
 
 // The forward's image-by-image output: the convolution into a per-thread buffer, pooled from there
 // into y and the codes (null when no graph is recorded), then with `relu` y = max(y, 0).
-struct PoolingOutput final : detail::ConvImageIo<float> {
+struct PoolingOutput final : detail::ConvOutputSink<float> {
   PoolingOutput(const ConvGeom& g, float* y, std::uint8_t* code, bool relu)
-      : s(image_pool(g)),
-        conv_image(std::size_t(g.co) * std::size_t(g.l)),
-        pooled_image(std::size_t(g.co) * s.out_plane()),
-        y(y),
-        code(code),
-        relu(relu) {}
-  float* output(int) override { return image_buffer<0>(conv_image); }
+      : pool(g), y(y), code(code), relu(relu) {}
+  float* output(int) override {
+    return detail::conv_scratch<float, detail::kOpScratchSlot>(pool.conv_image);
+  }
   void finish_output(int n, float* conv) override {
-    float* yn = y + std::size_t(n) * pooled_image;
-    std::uint8_t* cn = code != nullptr ? code + std::size_t(n) * pooled_image : nullptr;
+    const PoolGeometry& s = pool.s;
+    float* yn = y + std::size_t(n) * pool.pooled_image;
+    std::uint8_t* cn = code != nullptr ? code + std::size_t(n) * pool.pooled_image : nullptr;
     detail::for_stacks(s, 0, s.c, [&](std::ptrdiff_t q, std::ptrdiff_t count) {
       const std::size_t plane = std::size_t(q);
       detail::max_pool_2x2_plane(detail::stacked(s, count), conv + plane * s.in_plane(),
                                  yn + plane * s.out_plane(),
                                  cn != nullptr ? cn + plane * s.out_plane() : nullptr);
     });
-    if (relu) relu_in_place(yn, cn, pooled_image);
+    if (relu) detail::relu_marking(yn, cn, pool.pooled_image, kReluZeroed);
   }
-  const float* grad_output(int) override { return nullptr; }  // forward only
-  PoolGeometry s;
-  std::size_t conv_image, pooled_image;
+  ImagePool pool;
   float* y;
   std::uint8_t* code;
   bool relu;
@@ -112,19 +77,14 @@ struct PoolingOutput final : detail::ConvImageIo<float> {
 // The backward's image-by-image dY of the convolution: each pooled gradient routed to its window's
 // code, zeros elsewhere and for the codes the ReLU marked (every element written), in a per-thread
 // buffer.
-struct UnpoolingGrad final : detail::ConvImageIo<float> {
+struct UnpoolingGrad final : detail::ConvGradSource<float> {
   UnpoolingGrad(const ConvGeom& g, const float* gy, const std::uint8_t* code)
-      : s(image_pool(g)),
-        conv_image(std::size_t(g.co) * std::size_t(g.l)),
-        pooled_image(std::size_t(g.co) * s.out_plane()),
-        gy(gy),
-        code(code) {}
-  float* output(int) override { return nullptr; }  // backward only
-  void finish_output(int, float*) override {}
+      : pool(g), gy(gy), code(code) {}
   const float* grad_output(int n) override {
-    float* d = image_buffer<1>(conv_image);
-    const float* gn = gy + std::size_t(n) * pooled_image;
-    const std::uint8_t* cn = code + std::size_t(n) * pooled_image;
+    const PoolGeometry& s = pool.s;
+    float* d = detail::conv_scratch<float, detail::kOpScratchSlot + 1>(pool.conv_image);
+    const float* gn = gy + std::size_t(n) * pool.pooled_image;
+    const std::uint8_t* cn = code + std::size_t(n) * pool.pooled_image;
     detail::for_stacks(s, 0, s.c, [&](std::ptrdiff_t q, std::ptrdiff_t count) {
       const std::size_t plane = std::size_t(q);
       detail::max_pool_2x2_plane_backward(detail::stacked(s, count), gn + plane * s.out_plane(),
@@ -132,8 +92,7 @@ struct UnpoolingGrad final : detail::ConvImageIo<float> {
     });
     return d;
   }
-  PoolGeometry s;
-  std::size_t conv_image, pooled_image;
+  ImagePool pool;
   const float* gy;
   const std::uint8_t* code;
 };
@@ -158,9 +117,7 @@ template <class T>
 Variable<T> conv2d_max_pool2d(const Variable<T>& x, const Variable<T>& w, const Variable<T>& b,
                               const Conv2DParams& conv, const Pool2DParams& pool, bool relu) {
   // Both checked first, so that errors name this op and the shapes it was given.
-  const Shape bshape = b.defined() ? b.shape() : Shape{};
-  const ConvGeom g = detail::conv_geometry("conv2d_max_pool2d", x.shape(), w.shape(),
-                                           b.defined() ? &bshape : nullptr, conv, sizeof(T));
+  const ConvGeom g = detail::conv_geometry("conv2d_max_pool2d", x, w, b, conv);
   const PoolGeometry s = detail::pool_geometry(
       "conv2d_max_pool2d",
       {std::size_t(g.n), std::size_t(g.co), std::size_t(g.ho), std::size_t(g.wo)}, pool);
@@ -186,10 +143,7 @@ OpInfo conv2d_max_pool2d_info() {
     return
         [c, p, relu](const auto& in) { return conv2d_max_pool2d(in[0], in[1], in[2], c, p, relu); };
   };
-  const auto io = [](Shape x, Shape w) {
-    const std::size_t co = w[0];
-    return std::vector<SampleInput>{{"x", std::move(x)}, {"w", std::move(w)}, {"b", {co}}};
-  };
+  const auto io = detail::conv_sample_inputs;
   Conv2DParams pad2;
   pad2.padding = {2, 2};
   Conv2DParams s2;

@@ -46,17 +46,6 @@ int images_per_chunk(const ConvGeom& g, int passes) {
   return std::clamp(int(kChunkFlops / std::max(flops, 1.0)) + 1, 1, std::max(g.n, 1));
 }
 
-// Per-thread buffers that only grow: no allocation per image on the hot path. Slot 0 holds the
-// column band, slot 1 a zero-padded image. 64-byte aligned: GEMM packs aligned rows faster.
-template <class T, int Slot>
-T* scratch(std::size_t elements) {
-  thread_local std::vector<T> buffer;
-  constexpr std::size_t extra = 64 / sizeof(T);
-  if (buffer.size() < elements + extra) buffer.resize(elements + extra);
-  const std::uintptr_t p = reinterpret_cast<std::uintptr_t>(buffer.data());
-  return reinterpret_cast<T*>((p + 63) & ~std::uintptr_t(63));
-}
-
 // Row pitch of a column band: whole cache lines, so every row starts aligned.
 template <class T>
 int band_pitch(const ConvGeom& g) {
@@ -67,7 +56,8 @@ int band_pitch(const ConvGeom& g) {
 }  // namespace
 
 template <class T>
-void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, ConvImageIo<T>* io) {
+void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
+                  ConvOutputSink<T>* sink) {
   const Index x_image = Index(g.c) * g.h * g.w;
   const Index xp_group = Index(g.cg) * g.hp * g.wp;
   const Index y_image = Index(g.co) * g.l;
@@ -133,18 +123,19 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, C
 #ifdef XGRAD_SIMD
     if constexpr (kFloat) {
       if (shift) {  // its own staged planes, no padded copy
-        T* s = scratch<T, 1>(detail::shift_buffer(g));
+        T* s = conv_scratch<T, 1>(detail::shift_buffer(g));
         detail::shift_stage(xn, g, s);
         detail::shift_forward(s, wt.data(), b, yn, g);
         return;
       }
       if (direct) {  // always staged: the kernels read kDirectSlack floats past the image
-        T* xp = scratch<T, 1>(padded_elems + detail::kDirectSlack);
+        T* xp = conv_scratch<T, 1>(padded_elems + detail::kDirectSlack);
         pad_image(xn, g, xp);
         std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
         if (flat) {
           const Index ld = detail::flat_pitch(g);
-          T* s0 = scratch<T, 0>(std::size_t(detail::kFlatFront + g.k * ld)) + detail::kFlatFront;
+          T* s0 =
+              conv_scratch<T, 0>(std::size_t(detail::kFlatFront + g.k * ld)) + detail::kFlatFront;
           detail::flat_stage(xp, g, s0, ld);
           detail::flat_forward(s0, ld, w, b, yn, g);
         } else {
@@ -156,7 +147,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, C
 #endif
     const T* xp = xn;
     if (g.padded) {
-      T* buf = scratch<T, 1>(padded_elems);
+      T* buf = conv_scratch<T, 1>(padded_elems);
       pad_image(xn, g, buf);
       xp = buf;
     }
@@ -164,11 +155,11 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, C
     if constexpr (kFloat)
       if (lanes) {
         lanes_forward(xp, wt.data(), offsets.data(), b,
-                      scratch<T, 0>(std::size_t(g.l) * detail::kLanesPitch), yn, g);
+                      conv_scratch<T, 0>(std::size_t(g.l) * detail::kLanesPitch), yn, g);
         return;
       }
 #endif
-    T* col = scratch<T, 0>(band_elems);
+    T* col = conv_scratch<T, 0>(band_elems);
     if (b != nullptr) std::fill(col + Index(g.k) * ld, col + Index(g.k + 1) * ld, T(1));
     for (int gr = 0; gr < g.groups; ++gr) {
       const T* wg = wk + Index(gr) * g.cog * kb;
@@ -183,13 +174,13 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, C
     }
   };
   const auto forward_image = [&](int n) {
-    if (io == nullptr) {
+    if (sink == nullptr) {
       compute_image(n, y + n * y_image);
       return;
     }
-    T* yn = io->output(n);
+    T* yn = sink->output(n);
     compute_image(n, yn);
-    io->finish_output(n, yn);
+    sink->finish_output(n, yn);
   };
   // Inside a shard there is one thread: the images then run here, without an OpenMP region of one
   // thread, which costs more than a small image (detail::for_ranges), in chunks that the threads
@@ -206,7 +197,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g, C
 
 template <class T>
 void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, const ConvGeom& g,
-                   ConvImageIo<T>* io) {
+                   ConvGradSource<T>* source) {
   const Index x_image = Index(g.c) * g.h * g.w;
   const Index xp_group = Index(g.cg) * g.hp * g.wp;
   const Index y_image = Index(g.co) * g.l;
@@ -256,24 +247,24 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
     T* acc_t = acc.data() + Index(t) * acc_size;
     T* dw_t = dw != nullptr ? acc_t : nullptr;
     T* db_t = db != nullptr ? acc_t + (dw != nullptr ? w_size : 0) : nullptr;
-    T* col = g.pointwise ? nullptr : scratch<T, 0>(band_elems);
+    T* col = g.pointwise ? nullptr : conv_scratch<T, 0>(band_elems);
 #ifdef XGRAD_SIMD
     // The first layer (no dX) of few input channels: direct dW into lane-wise accumulators, from
     // shift_stage's planes where the shift kernel pays (shift_pays), else from the padded image.
     const bool direct_dw_pass = std::is_same_v<T, float> && dx == nullptr && direct_eligible(g);
     const bool shift_dw_pass = direct_dw_pass && dw_t != nullptr && detail::shift_pays(g);
-    float* planes = shift_dw_pass ? scratch<float, 1>(detail::shift_buffer(g)) : nullptr;
+    float* planes = shift_dw_pass ? conv_scratch<float, 1>(detail::shift_buffer(g)) : nullptr;
 #else
     constexpr bool shift_dw_pass = false;
 #endif
     // With padding, x is staged padded (for dW) and dX accumulates in a padded image: bands of
     // the two interleave, so they get separate halves of the buffer.
-    T* pad_buf = g.padded && !shift_dw_pass ? scratch<T, 1>(padded_elems * 2) : nullptr;
+    T* pad_buf = g.padded && !shift_dw_pass ? conv_scratch<T, 1>(padded_elems * 2) : nullptr;
 #ifdef XGRAD_SIMD
     float* vacc = nullptr;
     if (direct_dw_pass && dw_t != nullptr) {
       const std::size_t vn = std::size_t(g.co) * std::size_t(g.k) * detail::kDirectLanes;
-      vacc = scratch<float, 2>(vn);
+      vacc = conv_scratch<float, 2>(vn);
       std::fill(vacc, vacc + vn, 0.f);
     }
     // Few output channels and short rows (LeNet conv2): dW by the adjoint of the lanes kernel, into
@@ -283,14 +274,14 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
     float* gyt = nullptr;
     if (lanes_dw_pass) {
       const std::size_t dn = std::size_t(g.k) * detail::kLanesPitch;
-      dwt = scratch<float, 2>(dn);
+      dwt = conv_scratch<float, 2>(dn);
       std::fill(dwt, dwt + dn, 0.f);
-      gyt = scratch<float, 3>(std::size_t(g.l) * detail::kLanesPitch);
+      gyt = conv_scratch<float, 3>(std::size_t(g.l) * detail::kLanesPitch);
     }
     // fold_dx's staged dY: the zeros around it stay from image to image, so cleared once.
     float* fold_buf = nullptr;
     if (fold_dx_pass) {
-      fold_buf = scratch<float, 4>(detail::fold_dx_buffer(g));
+      fold_buf = conv_scratch<float, 4>(detail::fold_dx_buffer(g));
       detail::fold_dx_clear(fold_buf, g);
     }
 #else
@@ -298,7 +289,7 @@ void conv_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, con
 #endif
     for (int n = first; n < last; ++n) {
       const T* xn = x + n * x_image;
-      const T* gyn = io != nullptr ? io->grad_output(n) : gy + n * y_image;
+      const T* gyn = source != nullptr ? source->grad_output(n) : gy + n * y_image;
       T* dxn = dx != nullptr ? dx + n * x_image : nullptr;
       if (db_t != nullptr)
         for (int o = 0; o < g.co; ++o) {
@@ -429,12 +420,12 @@ int conv_band_rows(const ConvGeom& g, std::size_t element_size) {
 }
 
 template void conv_forward<float>(const float*, const float*, const float*, float*, const ConvGeom&,
-                                  ConvImageIo<float>*);
+                                  ConvOutputSink<float>*);
 template void conv_forward<double>(const double*, const double*, const double*, double*,
-                                   const ConvGeom&, ConvImageIo<double>*);
+                                   const ConvGeom&, ConvOutputSink<double>*);
 template void conv_backward<float>(const float*, const float*, const float*, float*, float*, float*,
-                                   const ConvGeom&, ConvImageIo<float>*);
+                                   const ConvGeom&, ConvGradSource<float>*);
 template void conv_backward<double>(const double*, const double*, const double*, double*, double*,
-                                    double*, const ConvGeom&, ConvImageIo<double>*);
+                                    double*, const ConvGeom&, ConvGradSource<double>*);
 
 }  // namespace xgrad::detail

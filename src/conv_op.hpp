@@ -1,13 +1,15 @@
-// What the convolution ops (conv2d, conv2d_relu, conv2d_max_pool2d) share: validation, and the
-// gradients their nodes return.
+// What the convolution ops (conv2d, conv2d_relu, conv2d_max_pool2d) share: validation, the
+// gradients their nodes return, and the registry's sample inputs.
 #pragma once
 
 #include <cstddef>
+#include <utility>
 #include <vector>
 
 #include "conv_driver.hpp"
 #include "xgrad/node.hpp"
 #include "xgrad/ops.hpp"
+#include "xgrad/registry.hpp"
 
 namespace xgrad::detail {
 
@@ -17,12 +19,20 @@ namespace xgrad::detail {
 ConvGeom conv_geometry(const char* op, const Shape& xs, const Shape& ws, const Shape* bs,
                        const Conv2DParams& p, std::size_t element_size);
 
+/// The same for an op's inputs x, w and b (b undefined: no bias).
+template <class T>
+ConvGeom conv_geometry(const char* op, const Variable<T>& x, const Variable<T>& w,
+                       const Variable<T>& b, const Conv2DParams& p) {
+  const Shape bs = b.defined() ? b.shape() : Shape{};
+  return conv_geometry(op, x.shape(), w.shape(), b.defined() ? &bs : nullptr, p, sizeof(T));
+}
+
 /// The gradients of a convolution node with inputs (x, w) or (x, w, b): dx, dw and db for those
-/// that need one (no_grad() for the others), by conv_backward from dY at gy, or with `io` from
-/// io->grad_output(n) image by image.
+/// that need one (no_grad() for the others), by conv_backward from dY at gy, or from `source`
+/// image by image.
 template <class T>
 std::vector<Tensor<T>> conv_gradients(const Node<T>& node, const ConvGeom& g, bool has_bias,
-                                      const T* gy, ConvImageIo<T>* io = nullptr) {
+                                      const T* gy, ConvGradSource<T>* source = nullptr) {
   std::vector<Tensor<T>> grads(has_bias ? 3 : 2, no_grad<T>());
   T* d[3] = {nullptr, nullptr, nullptr};
   const Shape shapes[3] = {
@@ -34,8 +44,14 @@ std::vector<Tensor<T>> conv_gradients(const Node<T>& node, const ConvGeom& g, bo
     }
   if (d[0] != nullptr || d[1] != nullptr || d[2] != nullptr)
     conv_backward<T>(node.input_value(0).data(), node.input_value(1).data(), gy, d[0], d[1], d[2],
-                     g, io);
+                     g, source);
   return grads;
+}
+
+/// A registry case's inputs x, w and a bias b of w's output channels, all drawn uniformly.
+inline std::vector<SampleInput> conv_sample_inputs(Shape x, Shape w) {
+  const std::size_t co = w[0];
+  return {{"x", std::move(x)}, {"w", std::move(w)}, {"b", {co}}};
 }
 
 }  // namespace xgrad::detail

@@ -212,24 +212,27 @@ template <class T>
 Variable<T> Sequential<T>::forward(const Variable<T>& x) {
   Variable<T> y = x;
   const auto& children = this->children();
+  // Whether child k exists and is of exactly that class (a subclass may have a forward of its own).
+  const auto is = [&](std::size_t k, const std::type_info& layer) {
+    return k < children.size() && typeid(*children[k].second) == layer;
+  };
   for (std::size_t i = 0; i < children.size(); ++i) {
-    Module<T>& child = *children[i].second;
-    if (fuse_ && i + 1 < children.size() && typeid(child) == typeid(Conv2d<T>) &&
-        typeid(*children[i + 1].second) == typeid(MaxPool2d<T>)) {
-      const auto& conv = static_cast<const Conv2d<T>&>(child);
-      const auto& pool = static_cast<const MaxPool2d<T>&>(*children[i + 1].second);
-      const bool relu =
-          i + 2 < children.size() && typeid(*children[i + 2].second) == typeid(ReLU<T>);
-      y = conv2d_max_pool2d(y, conv.weight(), conv.bias(), conv.params(), pool.params(), relu);
-      i += relu ? 2 : 1;
-    } else if (fuse_ && i + 1 < children.size() && typeid(child) == typeid(Conv2d<T>) &&
-               typeid(*children[i + 1].second) == typeid(ReLU<T>)) {
-      const auto& conv = static_cast<const Conv2d<T>&>(child);
-      y = conv2d_relu(y, conv.weight(), conv.bias(), conv.params());
-      ++i;
-    } else {
-      y = child.forward(y);
+    if (fuse_ && is(i, typeid(Conv2d<T>))) {
+      const auto& conv = static_cast<const Conv2d<T>&>(*children[i].second);
+      if (is(i + 1, typeid(MaxPool2d<T>))) {
+        const auto& pool = static_cast<const MaxPool2d<T>&>(*children[i + 1].second);
+        const bool relu = is(i + 2, typeid(ReLU<T>));
+        y = conv2d_max_pool2d(y, conv.weight(), conv.bias(), conv.params(), pool.params(), relu);
+        i += relu ? 2 : 1;
+        continue;
+      }
+      if (is(i + 1, typeid(ReLU<T>))) {
+        y = conv2d_relu(y, conv.weight(), conv.bias(), conv.params());
+        ++i;
+        continue;
+      }
     }
+    y = children[i].second->forward(y);
   }
   return y;
 }
