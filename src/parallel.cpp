@@ -76,6 +76,9 @@ bool help(ShardSlot& slot) {
 // loss of the caller's, more threads than cores) should not compete with a spinning thread.
 constexpr int kSpinPolls = 10000;
 
+// for_each_shard's `after` for callers with nothing to do once the shards have ended.
+constexpr auto kNothingAfter = [](int, int, bool) {};
+
 // Runs body(s) for every shard, shard s on the s-th thread of one parallel region (or all in this
 // thread for a single shard), and returns when each shard ended, in seconds from the start. A
 // thread whose shards have ended helps the others with their for_chunks loops until they end too.
@@ -317,7 +320,7 @@ double sharded_backward(std::size_t n, const ShardFn<T>& shard_loss, std::size_t
   const Ranges shards = split_batch(n, min_shard);
   std::vector<LeafGradients<T>> captured(shards.size());
   const double loss =
-      backward_shards("sharded_backward", n, shards, shard_loss, captured, [](int, int, bool) {});
+      backward_shards("sharded_backward", n, shards, shard_loss, captured, kNothingAfter);
   LeafGradients<T>::apply_sum(captured);
   return loss;
 }
@@ -341,7 +344,7 @@ double sharded_step(std::size_t n, const ShardFn<T>& shard_loss, optim::Optimize
       });
   if (!fusable) {
     const double loss =
-        backward_shards("sharded_step", n, shards, shard_loss, captured, [](int, int, bool) {});
+        backward_shards("sharded_step", n, shards, shard_loss, captured, kNothingAfter);
     LeafGradients<T>::apply_sum(captured);
     opt.step();
     return loss;
@@ -423,7 +426,7 @@ Tensor<T> sharded_forward(std::size_t n, const ShardFn<T>& shard_forward, std::s
                       "; it must have " + std::to_string(end - begin) + " rows");
         parts[std::size_t(s)] = out.value();
       },
-      [](int, int, bool) {});
+      kNothingAfter);
   record_speeds(shards, seconds);
   if (parts.size() == 1) return std::move(parts[0]);
   Shape shape = shape_of(parts[0]);
