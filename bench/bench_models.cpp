@@ -4,8 +4,10 @@
 // as the training example does; --no-shard leaves the threading to the kernels,
 // and --split even|adaptive picks the shards' sizes (xgrad::ShardSplit; even by default).
 // One line per run: `xgrad <model> <mode> threads=<t> batch=<b> split=<s> img_per_s=<x>
-// step_us_p10=<p> step_us_p50=<q>`, the last two percentiles of the steps' wall times in
-// microseconds.
+// step_us_p10=<p> step_us_p50=<q> shard_gap_us_p50=<g> after_shards_us_p50=<u>`: percentiles of
+// the steps' wall times in microseconds, then medians over the steps of how long the first shard
+// to end waited for the last, and of the sums and update after the shards
+// (xgrad::last_shard_times; 0 with one shard).
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -62,6 +64,9 @@ struct Measured {
   // two threads, so it is slow more often than a 1-thread one. The 10th percentile shows the speed
   // with both fast (see the README's performance section).
   double step_us_p10 = 0, step_us_p50 = 0;
+  // Medians over the steps of xgrad::last_shard_times(): how long the first shard to end waited
+  // for the last, and the sums and update after them (sharded_step); 0 with one shard.
+  double shard_gap_us_p50 = 0, after_shards_us_p50 = 0;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -99,11 +104,18 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
   for (int i = 0; i < a.warmup; ++i) step();
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
-  std::vector<double> steps;
+  std::vector<double> steps, gaps, afters;
   for (auto last = start;;) {
     step();
     const auto now = clock::now();
     steps.push_back(std::chrono::duration<double, std::micro>(now - last).count());
+    const ShardTimes& times = last_shard_times();
+    if (a.shard && times.shard_end_us.size() > 1) {
+      const auto [first, slowest] =
+          std::minmax_element(times.shard_end_us.begin(), times.shard_end_us.end());
+      gaps.push_back(*slowest - *first);
+      afters.push_back(times.region_us - *slowest);
+    }
     last = now;
     const double elapsed = std::chrono::duration<double>(now - start).count();
     if (elapsed >= a.seconds && steps.size() >= 3) {
@@ -111,6 +123,10 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
       m.img_per_s = double(steps.size()) * a.batch / elapsed;
       m.step_us_p10 = percentile(steps, 0.1);
       m.step_us_p50 = percentile(steps, 0.5);
+      if (!gaps.empty()) {
+        m.shard_gap_us_p50 = percentile(gaps, 0.5);
+        m.after_shards_us_p50 = percentile(afters, 0.5);
+      }
       return m;
     }
   }
@@ -156,7 +172,8 @@ int main(int argc, char** argv) {
                 << " batch=" << a.batch
                 << " split=" << (a.split == ShardSplit::even ? "even" : "adaptive")
                 << " img_per_s=" << m.img_per_s << " step_us_p10=" << m.step_us_p10
-                << " step_us_p50=" << m.step_us_p50 << std::endl;
+                << " step_us_p50=" << m.step_us_p50 << " shard_gap_us_p50=" << m.shard_gap_us_p50
+                << " after_shards_us_p50=" << m.after_shards_us_p50 << std::endl;
     }
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

@@ -73,26 +73,25 @@ def run_with_rss(cmd):
     return out, usage.ru_maxrss / 1024.0
 
 
+def field(out, name):
+    """The last value of `name=<number>` in a run's output."""
+    values = [float(v) for v in re.findall(name + r"=([0-9.]+)", out)]
+    if not values:
+        raise RuntimeError(f"no {name} in output:\n" + out)
+    return values[-1]
+
+
 def step_p10(out):
     """The 10th percentile of a run's step times, in microseconds."""
-    values = [float(v) for v in re.findall(r"step_us_p10=([0-9.]+)", out)]
-    if not values:
-        raise RuntimeError("no step_us_p10 in output:\n" + out)
-    return values[-1]
+    return field(out, "step_us_p10")
 
 
 def gflops(out):
-    values = [float(v) for v in re.findall(r"gflops=([0-9.]+)", out)]
-    if not values:
-        raise RuntimeError("no gflops in output:\n" + out)
-    return values[-1]
+    return field(out, "gflops")
 
 
 def img_per_s(out):
-    values = [float(v) for v in re.findall(r"img_per_s=([0-9.]+)", out)]
-    if not values:
-        raise RuntimeError("no img_per_s in output:\n" + out)
-    return values[-1]
+    return field(out, "img_per_s")
 
 
 SPLIT = {"xgrad": "adaptive"}  # the shard split of xgrad's runs (--split); "xgrad_even": even
@@ -116,11 +115,19 @@ def batch_sweep(batches, band, seconds, repeats, have_torch):
     minutes as much as the batch sizes. The spread across `band` is the largest deviation of a
     batch size from the others, each deviation (img/s against the median of the band's img/s in
     the same repeat) the median over the repeats. Returns the medians of img/s per batch size, and
-    the spread both that way and, as before, of the medians."""
+    the spread both that way and, as before, of the medians. Also returns, per batch size, the
+    medians over the repeats of xgrad's median step, of how long its first shard to end waited
+    for the last, and of the sums and update after the shards (bench_models' step_us_p50,
+    shard_gap_us_p50, after_shards_us_p50), in microseconds."""
     ips = {(who, b): [] for who in ("xgrad", "torch") for b in batches}
+    names = ("step_us_p50", "shard_gap_us_p50", "after_shards_us_p50")
+    parts = {b: {name: [] for name in names} for b in batches}
     for _ in range(repeats):
         for b in batches:
-            ips[("xgrad", b)].append(img_per_s(run(xgrad_cmd("lenet", "train", 2, b, seconds))))
+            out = run(xgrad_cmd("lenet", "train", 2, b, seconds))
+            ips[("xgrad", b)].append(img_per_s(out))
+            for name in names:
+                parts[b][name].append(field(out, name))
             if have_torch:
                 ips[("torch", b)].append(img_per_s(run(torch_cmd("lenet", "train", 2, b, seconds))))
     medians = {b: (statistics.median(ips[("xgrad", b)]),
@@ -133,7 +140,8 @@ def batch_sweep(batches, band, seconds, repeats, have_torch):
     paired = max(abs(statistics.median(d)) for d in deviations.values())
     mid = statistics.median(medians[b][0] for b in band)
     of_medians = max(abs(medians[b][0] / mid - 1) for b in band)
-    return medians, paired, of_medians
+    step_parts = {b: tuple(statistics.median(parts[b][name]) for name in names) for b in batches}
+    return medians, paired, of_medians, step_parts
 
 
 def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
@@ -283,12 +291,17 @@ def main():
 
     if not a.skip_scaling:
         print("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
-        medians, spread, of_medians = batch_sweep((1, 8, 32, 64, 128, 256), (32, 64, 128, 256),
-                                                  a.seconds, a.repeats, have_torch)
+        medians, spread, of_medians, step_parts = batch_sweep(
+            (1, 8, 32, 64, 128, 256), (32, 64, 128, 256), a.seconds, a.repeats, have_torch)
         for batch, (ours, theirs) in medians.items():
             line(f"lenet_train_2t_batch{batch}", ours, theirs)
         print(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
         print(f"bench lenet_train_batch32_256_spread_of_medians xgrad={100 * of_medians:.1f}%")
+        print("\n-- xgrad's 2-thread step (us, medians): the wait for the slower shard, the sums and"
+              " update after the shards --")
+        for batch, (step, gap, after) in step_parts.items():
+            print(f"bench lenet_train_2t_batch{batch}_step_us xgrad={step:.0f} shard_gap={gap:.0f} "
+                  f"after_shards={after:.0f}")
 
     if not a.skip_memory:
         print("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")

@@ -86,12 +86,23 @@ constexpr auto kNothingAfter = [](int, int, bool) {};
 // all shards have ended, `failed` telling whether one threw. Exceptions are caught per shard and
 // the first is rethrown after the region: an exception escaping an OpenMP region would terminate
 // the program (so `after` must not throw).
+thread_local ShardTimes t_times;
+
+double micros_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
 template <class Body, class After>
 std::vector<double> for_each_shard(const Ranges& shards, const Body& body, const After& after) {
   const int count = static_cast<int>(shards.size());
   std::vector<double> seconds(shards.size(), 0.0);
+  t_times.shard_end_us.assign(shards.size(), 0.0);
+  t_times.region_us = 0;
   if (count == 1) {
+    const auto start = std::chrono::steady_clock::now();
     body(0);
+    t_times.shard_end_us[0] = t_times.region_us = micros_since(start);
     return seconds;
   }
   std::vector<std::exception_ptr> errors(shards.size());
@@ -131,6 +142,8 @@ std::vector<double> for_each_shard(const Ranges& shards, const Body& body, const
     const bool failed = std::any_of(errors.begin(), errors.end(), [](const auto& e) { return e; });
     after(omp_get_thread_num(), threads, failed);
   }
+  t_times.region_us = micros_since(start);
+  for (std::size_t s = 0; s < shards.size(); ++s) t_times.shard_end_us[s] = 1e6 * seconds[s];
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
   return seconds;
@@ -195,6 +208,10 @@ void withdraw_loop() {
 }
 
 }  // namespace detail
+
+const ShardTimes& last_shard_times() {
+  return t_times;
+}
 
 Ranges shard_ranges(std::size_t n, int max_shards, std::size_t min_shard) {
   const std::size_t by_size = n / std::max<std::size_t>(min_shard, 1);

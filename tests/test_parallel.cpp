@@ -172,6 +172,49 @@ BOOST_AUTO_TEST_CASE(adaptive_split_gives_a_slow_thread_fewer_samples) {
   }
 }
 
+// last_shard_times: when each shard ended and when the region did, for the calling thread's last
+// sharded call; shards that sleep 1 and 30 ms end in that order, the region after both.
+BOOST_AUTO_TEST_CASE(last_shard_times_say_when_each_shard_ended) {
+  Threads two(2);
+  const auto sleeper = [](std::size_t begin, std::size_t end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(begin == 0 ? 1 : 30));
+    return Variable<float>(filled_tensor<float>({end - begin, 1}, 1.f));
+  };
+  sharded_forward<float>(8, sleeper);
+  const ShardTimes& times = last_shard_times();
+  BOOST_REQUIRE(times.shard_end_us.size() == 2u);
+  BOOST_TEST(times.shard_end_us[0] >= 1000.0);
+  BOOST_TEST(times.shard_end_us[1] >= 30000.0);
+  BOOST_TEST(times.shard_end_us[0] < times.shard_end_us[1]);
+  BOOST_TEST(times.region_us >= times.shard_end_us[1]);
+
+  // One shard (a batch too small to split): its end is the region's.
+  sharded_forward<float>(3, sleeper);
+  BOOST_REQUIRE(last_shard_times().shard_end_us.size() == 1u);
+  BOOST_TEST(last_shard_times().shard_end_us[0] >= 1000.0);
+  BOOST_TEST(last_shard_times().shard_end_us[0] == last_shard_times().region_us);
+
+  // sharded_step's region ends after its sums and update, after both shards.
+  nn::manual_seed(2);
+  auto model = nn::lenet5<float>();
+  optim::SGD<float> opt(model->parameters(), optim::SGDOptions{});
+  const Tensor<float> images = random_images<float>(8, 3);
+  const std::vector<int> labels{0, 1, 2, 3, 4, 5, 6, 7};
+  sharded_step<float>(
+      8,
+      [&](std::size_t begin, std::size_t end) {
+        return cross_entropy(model->forward(Variable<float>(batch_rows(images, begin, end))),
+                             batch_rows(labels, begin, end));
+      },
+      opt);
+  const ShardTimes& step = last_shard_times();
+  BOOST_REQUIRE(step.shard_end_us.size() == 2u);
+  for (double end : step.shard_end_us) {
+    BOOST_TEST(end > 0.0);
+    BOOST_TEST(step.region_us >= end);
+  }
+}
+
 // The gradient of an uneven, adaptive split is still the batch's, up to rounding: shards of 16 and
 // 48 (set_shard_split forgets the speeds measured before, so each test starts from even).
 BOOST_AUTO_TEST_CASE(adaptive_split_gradients_match_one_backward) {

@@ -61,6 +61,20 @@ enum class ShardSplit {
 void set_shard_split(ShardSplit split);
 ShardSplit shard_split();
 
+/// Where the time of a sharded call went: for the last sharded_backward, sharded_step or
+/// sharded_forward called from this thread, when each shard ended (its forward and backward, with
+/// any help it got) and when the call's parallel region ended, in microseconds from its start.
+/// With several shards, max(shard_end_us) - min(shard_end_us) is how long the first thread to end
+/// waited for the last (helping it where it could), and region_us - max(shard_end_us) the work in
+/// the region after the shards: sharded_step's sums and update, or nothing. bench_models reports
+/// both.
+struct ShardTimes {
+  std::vector<double> shard_end_us;  // one per shard, in shard order
+  double region_us = 0;
+};
+/// The calling thread's ShardTimes of its last sharded call (empty before the first).
+const ShardTimes& last_shard_times();
+
 /// Computes a value from samples [begin, end) of a batch. Called in a shard's own thread.
 template <class T>
 using ShardFn = std::function<Variable<T>(std::size_t begin, std::size_t end)>;
