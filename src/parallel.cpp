@@ -79,13 +79,7 @@ constexpr int kSpinPolls = 10000;
 // for_each_shard's `after` for callers with nothing to do once the shards have ended.
 constexpr auto kNothingAfter = [](int, int, bool) {};
 
-// Runs body(s) for every shard, shard s on the s-th thread of one parallel region (or all in this
-// thread for a single shard), and returns when each shard ended, in seconds from the start. A
-// thread whose shards have ended helps the others with their for_chunks loops until they end too.
-// With several shards, every thread of the region then calls after(thread, threads, failed) once
-// all shards have ended, `failed` telling whether one threw. Exceptions are caught per shard and
-// the first is rethrown after the region: an exception escaping an OpenMP region would terminate
-// the program (so `after` must not throw).
+// What last_shard_times() returns: the calling thread's last for_each_shard.
 thread_local ShardTimes t_times;
 
 double micros_since(std::chrono::steady_clock::time_point start) {
@@ -93,6 +87,13 @@ double micros_since(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
+// Runs body(s) for every shard, shard s on the s-th thread of one parallel region (or all in this
+// thread for a single shard), and returns when each shard ended, in seconds from the start. A
+// thread whose shards have ended helps the others with their for_chunks loops until they end too.
+// With several shards, every thread of the region then calls after(thread, threads, failed) once
+// all shards have ended, `failed` telling whether one threw. Exceptions are caught per shard and
+// the first is rethrown after the region: an exception escaping an OpenMP region would terminate
+// the program (so `after` must not throw). Records when each shard and the region ended in t_times.
 template <class Body, class After>
 std::vector<double> for_each_shard(const Ranges& shards, const Body& body, const After& after) {
   const int count = static_cast<int>(shards.size());
