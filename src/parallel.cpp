@@ -88,23 +88,23 @@ double micros_since(std::chrono::steady_clock::time_point start) {
 }
 
 // Runs body(s) for every shard, shard s on the s-th thread of one parallel region (or all in this
-// thread for a single shard), and returns when each shard ended, in seconds from the start. A
-// thread whose shards have ended helps the others with their for_chunks loops until they end too.
-// With several shards, every thread of the region then calls after(thread, threads, failed) once
-// all shards have ended, `failed` telling whether one threw. Exceptions are caught per shard and
-// the first is rethrown after the region: an exception escaping an OpenMP region would terminate
-// the program (so `after` must not throw). Records when each shard and the region ended in t_times.
+// thread for a single shard), and records in t_times when each shard ended and when the region did,
+// in microseconds from the start. A thread whose shards have ended helps the others with their
+// for_chunks loops until they end too. With several shards, every thread of the region then calls
+// after(thread, threads, failed) once all shards have ended, `failed` telling whether one threw.
+// Exceptions are caught per shard and the first is rethrown after the region: an exception escaping
+// an OpenMP region would terminate the program (so `after` must not throw).
 template <class Body, class After>
-std::vector<double> for_each_shard(const Ranges& shards, const Body& body, const After& after) {
+void for_each_shard(const Ranges& shards, const Body& body, const After& after) {
   const int count = static_cast<int>(shards.size());
-  std::vector<double> seconds(shards.size(), 0.0);
+  std::vector<double> end_us(shards.size(), 0.0);
   t_times.shard_end_us.assign(shards.size(), 0.0);
   t_times.region_us = 0;
   if (count == 1) {
     const auto start = std::chrono::steady_clock::now();
     body(0);
     t_times.shard_end_us[0] = t_times.region_us = micros_since(start);
-    return seconds;
+    return;
   }
   std::vector<std::exception_ptr> errors(shards.size());
   std::vector<ShardSlot> slots(shards.size());
@@ -122,8 +122,7 @@ std::vector<double> for_each_shard(const Ranges& shards, const Body& body, const
         errors[std::size_t(s)] = std::current_exception();
       }
       t_slot = nullptr;
-      seconds[std::size_t(s)] =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      end_us[std::size_t(s)] = micros_since(start);
       slots[std::size_t(s)].ended.store(true, std::memory_order_release);
     }
     for (int idle = 0;;) {
@@ -144,10 +143,9 @@ std::vector<double> for_each_shard(const Ranges& shards, const Body& body, const
     after(omp_get_thread_num(), threads, failed);
   }
   t_times.region_us = micros_since(start);
-  for (std::size_t s = 0; s < shards.size(); ++s) t_times.shard_end_us[s] = 1e6 * seconds[s];
+  t_times.shard_end_us = std::move(end_us);
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
-  return seconds;
 }
 
 std::atomic<ShardSplit> g_split{ShardSplit::even};
@@ -170,14 +168,16 @@ Ranges split_batch(std::size_t n, std::size_t min_shard) {
   return weighted_shard_ranges(n, t_speed_shares, min_shard);
 }
 
-// Folds the shards' measured speeds (samples per second) into t_speed_shares.
-void record_speeds(const Ranges& shards, const std::vector<double>& seconds) {
+// Folds the shards' measured speeds (samples per µs, from their ends in t_times) into
+// t_speed_shares.
+void record_speeds(const Ranges& shards) {
+  const std::vector<double>& end_us = t_times.shard_end_us;
   if (g_split.load() != ShardSplit::adaptive || shards.size() != t_speed_shares.size()) return;
   std::vector<double> speed(shards.size());
   double total = 0.0;
   for (std::size_t s = 0; s < shards.size(); ++s) {
-    if (!(seconds[s] > 0.0)) return;  // a clock too coarse to tell
-    speed[s] = double(shards[s].second - shards[s].first) / seconds[s];
+    if (!(end_us[s] > 0.0)) return;  // a clock too coarse to tell
+    speed[s] = double(shards[s].second - shards[s].first) / end_us[s];
     total += speed[s];
   }
   for (std::size_t s = 0; s < shards.size(); ++s)
@@ -297,7 +297,7 @@ double backward_shards(const char* who, std::size_t n, const Ranges& shards,
                        const After& after) {
   std::vector<double> losses(shards.size(), 0.0);
   const bool single = shards.size() == 1;
-  const std::vector<double> seconds = for_each_shard(
+  for_each_shard(
       shards,
       [&](int s) {
         const auto [begin, end] = shards[std::size_t(s)];
@@ -316,7 +316,7 @@ double backward_shards(const char* who, std::size_t n, const Ranges& shards,
         loss.backward(filled_tensor<T>(loss.shape(), T(weight)));
       },
       after);
-  record_speeds(shards, seconds);
+  record_speeds(shards);
   double total = 0.0;
   for (double l : losses) total += l;
   return total;
@@ -432,7 +432,7 @@ Tensor<T> sharded_forward(std::size_t n, const ShardFn<T>& shard_forward, std::s
   if (n == 0) throw Error("sharded_forward: the batch is empty");
   const Ranges shards = split_batch(n, min_shard);
   std::vector<Tensor<T>> parts(shards.size());
-  const std::vector<double> seconds = for_each_shard(
+  for_each_shard(
       shards,
       [&](int s) {
         NoGradGuard no_grad;  // grad mode is per thread: every shard's thread needs its own guard
@@ -445,7 +445,7 @@ Tensor<T> sharded_forward(std::size_t n, const ShardFn<T>& shard_forward, std::s
         parts[std::size_t(s)] = out.value();
       },
       kNothingAfter);
-  record_speeds(shards, seconds);
+  record_speeds(shards);
   if (parts.size() == 1) return std::move(parts[0]);
   Shape shape = shape_of(parts[0]);
   for (const Tensor<T>& p : parts) {
