@@ -62,7 +62,7 @@ struct Measured {
   // Percentiles of the steps' wall times. On this project's VM each vCPU runs through phases about
   // 1.5x slower, from one step to whole seconds long; a 2-thread step waits for the slower of its
   // two threads, so it is slow more often than a 1-thread one. The 10th percentile shows the speed
-  // with both fast (see the README's performance section).
+  // with both fast (see bench/HISTORY.md).
   double step_us_p10 = 0, step_us_p50 = 0;
   // Medians over the steps of xgrad::last_shard_times(): how long the first shard to end waited
   // for the last, and the sums and update after them (sharded_step); 0 with one shard.

@@ -54,7 +54,8 @@ inline std::size_t count_correct(const Tensor<float>& logits, const std::vector<
 inline double train_step(nn::Module<float>& model, optim::Optimizer<float>& opt,
                          const data::Batch<float>& batch, std::size_t* correct = nullptr) {
   // Dropping the gradients saves filling them with zeros and adding the new ones to the zeros:
-  // LeNet-5's median step at 2 threads fell by 27-112 of 1,850-2,220 us (README, performance).
+  // LeNet-5's median step at 2 threads fell by 27-112 of 1,850-2,220 us (bench/HISTORY.md,
+  // 2026-11-29, night).
   opt.zero_grad(/*set_to_none=*/true);
   if (model.shardable()) {
     std::atomic<std::size_t> right{0};

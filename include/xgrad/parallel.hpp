@@ -51,9 +51,9 @@ enum class ShardSplit {
   /// with as many shards; kept per calling thread). A step then waits less for a thread that runs
   /// slower for a while, as a vCPU does when its host is busy: in a noisy stretch of the 2-vCPU
   /// EPYC, the wait for the slower shard of a 2-thread LeNet-5 step fell from 349-417 to 130-191
-  /// us on average (README, performance). Shard sizes, and so the order of the float sums, then
-  /// depend on timing: results agree with an even split to float rounding, but are not
-  /// bit-identical from run to run.
+  /// us on average (bench/HISTORY.md, 2026-11-29, evening). Shard sizes, and so the order of the
+  /// float sums, then depend on timing: results agree with an even split to float rounding, but
+  /// are not bit-identical from run to run.
   adaptive,
 };
 /// Sets the split for every later sharded_backward and sharded_forward (process-wide), and forgets
