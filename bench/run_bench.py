@@ -6,21 +6,30 @@ hits both alike. Prints a readable table and one machine-readable line per figur
     bench lenet_train_2t xgrad=... torch=... ratio=...
 """
 import argparse
+import math
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, "build")
-BENCH_MODELS = os.path.join(BUILD, "bench", "bench_models")
-BENCH_CONV = os.path.join(BUILD, "bench", "bench_conv")
-TRAIN = os.path.join(BUILD, "examples", "train_fashion_mnist")
 TORCH_BENCH = os.path.join(ROOT, "bench", "torch_bench.py")
 TORCH_EPOCH = os.path.join(ROOT, "bench", "torch_train_epoch.py")
-PYTHON = "/usr/bin/python3"
+
+
+def use_build(build_dir):
+    """Points the benchmark at the xgrad programs of one build directory (--build-dir)."""
+    global BENCH_MODELS, BENCH_CONV, TRAIN
+    BENCH_MODELS = os.path.join(build_dir, "bench", "bench_models")
+    BENCH_CONV = os.path.join(build_dir, "bench", "bench_conv")
+    TRAIN = os.path.join(build_dir, "examples", "train_fashion_mnist")
+
+
+use_build(os.path.join(ROOT, "build"))
+PYTHON = "/usr/bin/python3"  # the interpreter that runs the PyTorch side (--python)
 
 
 def blas_env():
@@ -43,33 +52,102 @@ OMP_SETTINGS = {
 }
 
 
+class Progress:
+    """A one-line progress bar on stderr, on a terminal only: the runs made of those planned, the
+    time so far, an estimate of the time left, and what runs now. close() ends it with a summary
+    line, printed everywhere."""
+
+    def __init__(self):
+        self.total, self.done, self.start = 0, 0, time.monotonic()
+        self.tty, self.shown = sys.stderr.isatty(), False
+
+    def plan(self, runs):
+        self.total += runs
+
+    def running(self, cmd, note=""):
+        if not self.tty or self.total == 0:
+            return
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0
+        width = 24
+        filled = min(width, width * self.done // self.total)
+        bar = "=" * filled + (">" + " " * (width - filled - 1) if filled < width else "")
+        clock = lambda s: f"{int(s) // 60}:{int(s) % 60:02d}"
+        sys.stderr.write(f"\r\033[K[{bar}] {self.done}/{self.total} runs, {clock(elapsed)} elapsed, "
+                         f"ETA {clock(left) if self.done else '?'}  {describe(cmd)}{note}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def clear(self):
+        """Takes the bar off its line, so that what is printed next starts on a clean one."""
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.shown = False
+
+    def finished(self):
+        self.done += 1
+
+    def close(self):
+        self.clear()
+        planned = f" (planned {self.total})" if self.done != self.total else ""
+        print(f"run_bench: {self.done} runs{planned} in {time.monotonic() - self.start:.0f} s",
+              file=sys.stderr)
+
+
+PROGRESS = Progress()
+
+
+def say(*args):
+    """print() for the results, which go to stdout: the progress bar leaves the line first."""
+    PROGRESS.clear()
+    print(*args, flush=True)
+
+
+def describe(cmd):
+    """A run in a few words, for the progress bar: the program and its model, mode, threads and
+    batch."""
+    words = [os.path.basename(cmd[1] if cmd[0] == PYTHON else cmd[0])]
+    for flag, form in (("--model", "{}"), ("--mode", "{}"), ("--threads", "{}t"),
+                       ("--batch", "batch {}"), ("--split", "{} split")):
+        if flag in cmd[:-1]:
+            words.append(form.format(cmd[cmd.index(flag) + 1]))
+    return " ".join(words)
+
+
 def run(cmd):
     """Runs cmd and returns its stdout; a failure raises with the end of its stderr."""
+    PROGRESS.running(cmd)
     proc = subprocess.run(cmd, capture_output=True, env=ENV, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    PROGRESS.finished()
     return proc.stdout
 
 
 def run_concurrently(cmds):
     """Starts every command at once and returns their stdouts, in order, once all have ended; a
-    failure raises with the end of its stderr."""
+    failure raises with the end of its stderr. One run for the progress bar."""
+    PROGRESS.running(cmds[0], f", {len(cmds)} at once")
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
                               text=True) for cmd in cmds]
     outs = [proc.communicate() for proc in procs]
     for cmd, proc, (_, err) in zip(cmds, procs, outs):
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+    PROGRESS.finished()
     return [out for out, _ in outs]
 
 
 def run_with_rss(cmd):
     """Runs cmd and returns (stdout, peak RSS in MB) through wait4's resource usage."""
+    PROGRESS.running(cmd)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed")
+    PROGRESS.finished()
     return out, usage.ru_maxrss / 1024.0
 
 
@@ -204,16 +282,21 @@ def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
 
 def line(name, ours, theirs, unit=""):
     if theirs:
-        print(f"bench {name} xgrad={ours:.1f}{unit} torch={theirs:.1f}{unit} ratio={ours / theirs:.2f}")
+        say(f"bench {name} xgrad={ours:.1f}{unit} torch={theirs:.1f}{unit} ratio={ours / theirs:.2f}")
     else:
-        print(f"bench {name} xgrad={ours:.1f}{unit} torch=missing")
-    sys.stdout.flush()
+        say(f"bench {name} xgrad={ours:.1f}{unit} torch=missing")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5, help="runs per figure (median reported)")
     p.add_argument("--seconds", type=float, default=1.5, help="timed seconds per run")
+    p.add_argument("--conv-repeats", type=int, default=7,
+                   help="timed runs per conv figure (bench_conv --repeats)")
+    p.add_argument("--build-dir", default=os.path.join(ROOT, "build"),
+                   help="the build whose bench_models, bench_conv and train_fashion_mnist run")
+    p.add_argument("--python", default=PYTHON,
+                   help="the Python interpreter that runs the PyTorch side")
     p.add_argument("--skip-memory", action="store_true", help="skip the full-epoch RSS comparison")
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-ops", action="store_true")
@@ -226,10 +309,45 @@ def main():
                         "follows each thread's measured speed; with it, the 2-thread model figures "
                         "are also measured with the even split, which is bit-reproducible")
     a = p.parse_args()
+    for flag, value, least in (("--repeats", a.repeats, 1), ("--conv-repeats", a.conv_repeats, 1)):
+        if value < least:
+            p.error(f"{flag} must be at least {least}, not {value}")
+    if not (a.seconds > 0 and math.isfinite(a.seconds)):
+        p.error(f"--seconds must be positive and finite, not {a.seconds}")
+    try:
+        bench(a)
+    except RuntimeError as e:
+        PROGRESS.clear()
+        sys.exit(f"run_bench: error: {e}")
+    except KeyboardInterrupt:
+        PROGRESS.clear()
+        sys.exit("run_bench: interrupted")
+
+
+def bench(a):
+    global PYTHON
+    PYTHON = a.python
+    use_build(a.build_dir)
     SPLIT["xgrad"] = a.split
+    for binary in (BENCH_MODELS, BENCH_CONV) + (() if a.skip_memory else (TRAIN,)):
+        if not os.path.exists(binary):
+            raise RuntimeError(f"{binary} is missing; build first (./run.sh build)")
+    try:
+        subprocess.run([PYTHON, "-c", "import torch"], check=True, env=ENV,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        have_torch = True
+    except (subprocess.CalledProcessError, OSError):
+        have_torch = False
+        say(f"run_bench: python3-torch is missing (no 'import torch' in {PYTHON}); printing "
+              "xgrad's figures alone")
+    torch_runs = 2 if have_torch else 1
+    per_repeat = 2 + 3 + (a.split != "even") + (2 if have_torch else 0)  # see thread_pairs
+    PROGRESS.plan((a.omp == "default") + 1 + have_torch + (not a.skip_ops) + 4 * a.repeats * per_repeat
+                  + (0 if a.skip_scaling else 6 * a.repeats * torch_runs)
+                  + (0 if a.skip_memory else torch_runs))
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         ENV.pop(name, None)
-    if a.omp == "default" and os.path.exists(BENCH_MODELS):
+    if a.omp == "default":
         # setup_process() spins longer on a quiet machine (GOMP_SPINCOUNT 40000, else 1000);
         # PyTorch, which uses the same libgomp, gets the same setting.
         spin = re.search(r"GOMP_SPINCOUNT=(\d+)", run([BENCH_MODELS, "--banner"]))
@@ -237,32 +355,21 @@ def main():
             OMP_SETTINGS["default"]["GOMP_SPINCOUNT"] = spin.group(1)
     ENV.update(OMP_SETTINGS[a.omp])
 
-    for binary in (BENCH_MODELS, BENCH_CONV):
-        if not os.path.exists(binary):
-            sys.exit(f"run_bench: {binary} is missing; build first (./run.sh build)")
-    try:
-        subprocess.run([PYTHON, "-c", "import torch"], check=True, env=ENV,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        have_torch = True
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        have_torch = False
-        print("run_bench: python3-torch is missing; printing xgrad's figures alone")
-
-    print(run([BENCH_MODELS, "--banner"]).strip())
+    say(run([BENCH_MODELS, "--banner"]).strip())
     if have_torch:
-        print(run([PYTHON, "-c", "import torch; print('torch', torch.__version__, "
+        say(run([PYTHON, "-c", "import torch; print('torch', torch.__version__, "
                    "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"]).strip())
-    print(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
+    say(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
           f"{ENV.get('OPENBLAS_NUM_THREADS')} OpenMP {a.omp} {OMP_SETTINGS[a.omp]}; "
           f"medians of {a.repeats} runs, alternating; xgrad's shard split {a.split}; "
           f"load average {os.getloadavg()[0]:.2f}")
 
     if not a.skip_ops:
-        print("\n== Conv ops (GFLOP/s, batch 64) ==")
-        print(run([BENCH_CONV]).rstrip())
+        say("\n== Conv ops (GFLOP/s, batch 64) ==")
+        say(run([BENCH_CONV, "--repeats", str(a.conv_repeats)]).rstrip())
 
-    print("\n== Models, batch 64 (img/s) ==")
-    print(f"{'figure':<22}{'xgrad':>10}{'torch':>10}{'ratio':>8}")
+    say("\n== Models, batch 64 (img/s) ==")
+    say(f"{'figure':<22}{'xgrad':>10}{'torch':>10}{'ratio':>8}")
     results, speedups = {}, {}
     for model in ("lenet", "convnet"):
         for mode in ("train", "infer"):
@@ -273,44 +380,45 @@ def main():
                     continue
                 ours, theirs = results[name]
                 ratio = f"{ours / theirs:8.2f}" if theirs else "       -"
-                print(f"{name:<22}{ours:>10.0f}{(theirs or 0):>10.0f}{ratio}")
+                say(f"{name:<22}{ours:>10.0f}{(theirs or 0):>10.0f}{ratio}")
     for name, (ours, theirs) in results.items():
         line(name, ours, theirs)
-    print("\n== Speed-up from 1 to 2 threads (median of the repeats' own ratios) ==")
-    print(f"{'figure':<16}{'xgrad':>8}{'even':>8}{'torch':>8}{'2 procs':>9}{'2 sgemms':>10}")
+    say("\n== Speed-up from 1 to 2 threads (median of the repeats' own ratios) ==")
+    say(f"{'figure':<16}{'xgrad':>8}{'even':>8}{'torch':>8}{'2 procs':>9}{'2 sgemms':>10}")
     fmt = lambda v, width: f"{v:>{width}.2f}" if v else f"{'-':>{width}}"
     for name, ((ours, _), (theirs, _), sgemm, processes, even) in speedups.items():
-        print(f"{name:<16}{ours:>8.2f}{fmt(even, 8)}{fmt(theirs, 8)}{processes:>9.2f}{sgemm:>10.2f}")
+        say(f"{name:<16}{ours:>8.2f}{fmt(even, 8)}{fmt(theirs, 8)}{processes:>9.2f}{sgemm:>10.2f}")
     for name, ((ours, ours_fast), (theirs, theirs_fast), sgemm, processes, even) in speedups.items():
-        print(f"bench {name}_thread_speedup xgrad={ours:.2f}"
+        say(f"bench {name}_thread_speedup xgrad={ours:.2f}"
               + (f" torch={theirs:.2f}" if theirs else "") + f" sgemm={sgemm:.2f}"
               + f" two_processes={processes:.2f}"
               + (f" xgrad_even_split={even:.2f}" if even else ""))
-        print(f"bench {name}_thread_speedup_fastest_steps xgrad={ours_fast:.2f}"
+        say(f"bench {name}_thread_speedup_fastest_steps xgrad={ours_fast:.2f}"
               + (f" torch={theirs_fast:.2f}" if theirs_fast else ""))
 
     if not a.skip_scaling:
-        print("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
+        say("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
         medians, spread, of_medians, step_parts = batch_sweep(
             (1, 8, 32, 64, 128, 256), (32, 64, 128, 256), a.seconds, a.repeats, have_torch)
         for batch, (ours, theirs) in medians.items():
             line(f"lenet_train_2t_batch{batch}", ours, theirs)
-        print(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
-        print(f"bench lenet_train_batch32_256_spread_of_medians xgrad={100 * of_medians:.1f}%")
-        print("\n-- xgrad's 2-thread step (us, medians): the wait for the slower shard, the sums and"
+        say(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
+        say(f"bench lenet_train_batch32_256_spread_of_medians xgrad={100 * of_medians:.1f}%")
+        say("\n-- xgrad's 2-thread step (us, medians): the wait for the slower shard, the sums and"
               " update after the shards --")
         for batch, (step, gap, after) in step_parts.items():
-            print(f"bench lenet_train_2t_batch{batch}_step_us xgrad={step:.0f} shard_gap={gap:.0f} "
+            say(f"bench lenet_train_2t_batch{batch}_step_us xgrad={step:.0f} shard_gap={gap:.0f} "
                   f"after_shards={after:.0f}")
 
     if not a.skip_memory:
-        print("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")
+        say("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")
         with tempfile.TemporaryDirectory() as out_dir:
             out, ours = run_with_rss([TRAIN, "--epochs", "1", "--threads", "2", "--out", out_dir])
         theirs = None
         if have_torch:
             _, theirs = run_with_rss([PYTHON, TORCH_EPOCH, "--threads", "2"])
         line("lenet_epoch_peak_rss_mb", ours, theirs)
+    PROGRESS.close()
 
 
 if __name__ == "__main__":
