@@ -105,11 +105,11 @@ def say(*args):
 
 
 def describe(cmd):
-    """A run in a few words, for the progress bar: the program and its model, mode, threads and
-    batch."""
+    """A run in a few words, for the progress bar: the program, and its model, mode, threads,
+    batch and split, or that it times the sgemm ceiling."""
     words = [os.path.basename(cmd[1] if cmd[0] == PYTHON else cmd[0])]
-    for flag, form in (("--model", "{}"), ("--mode", "{}"), ("--threads", "{}t"),
-                       ("--batch", "batch {}"), ("--split", "{} split")):
+    for flag, form in (("--ceiling", "sgemm ceiling"), ("--model", "{}"), ("--mode", "{}"),
+                       ("--threads", "{}t"), ("--batch", "batch {}"), ("--split", "{} split")):
         if flag in cmd[:-1]:
             words.append(form.format(cmd[cmd.index(flag) + 1]))
     return " ".join(words)
@@ -142,11 +142,15 @@ def run_concurrently(cmds):
 def run_with_rss(cmd):
     """Runs cmd and returns (stdout, peak RSS in MB) through wait4's resource usage."""
     PROGRESS.running(cmd)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed")
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=ENV, text=True)
+        out = proc.stdout.read()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        code = proc.returncode = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{err.read()[-2000:]}")
     PROGRESS.finished()
     return out, usage.ru_maxrss / 1024.0
 
@@ -298,6 +302,9 @@ def main():
     p.add_argument("--python", default=PYTHON,
                    help="the Python interpreter that runs the PyTorch side")
     p.add_argument("--skip-memory", action="store_true", help="skip the full-epoch RSS comparison")
+    p.add_argument("--epoch-limit", type=int, default=0,
+                   help="the RSS comparison's epoch on the first N training and test images only "
+                        "(0: all; a smaller epoch needs less memory, so only all is the figure)")
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-ops", action="store_true")
     p.add_argument("--omp", choices=sorted(OMP_SETTINGS), default="default",
@@ -309,7 +316,8 @@ def main():
                         "follows each thread's measured speed; with it, the 2-thread model figures "
                         "are also measured with the even split, which is bit-reproducible")
     a = p.parse_args()
-    for flag, value, least in (("--repeats", a.repeats, 1), ("--conv-repeats", a.conv_repeats, 1)):
+    for flag, value, least in (("--repeats", a.repeats, 1), ("--conv-repeats", a.conv_repeats, 1),
+                               ("--epoch-limit", a.epoch_limit, 0)):
         if value < least:
             p.error(f"{flag} must be at least {least}, not {value}")
     if not (a.seconds > 0 and math.isfinite(a.seconds)):
@@ -413,10 +421,13 @@ def bench(a):
     if not a.skip_memory:
         say("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")
         with tempfile.TemporaryDirectory() as out_dir:
-            out, ours = run_with_rss([TRAIN, "--epochs", "1", "--threads", "2", "--out", out_dir])
+            limit = ["--limit", str(a.epoch_limit), "--test-limit", str(a.epoch_limit)]
+            out, ours = run_with_rss([TRAIN, "--epochs", "1", "--threads", "2", "--out", out_dir]
+                                     + (limit if a.epoch_limit else []))
         theirs = None
         if have_torch:
-            _, theirs = run_with_rss([PYTHON, TORCH_EPOCH, "--threads", "2"])
+            _, theirs = run_with_rss([PYTHON, TORCH_EPOCH, "--threads", "2"]
+                                     + (limit[:2] if a.epoch_limit else []))
         line("lenet_epoch_peak_rss_mb", ours, theirs)
     PROGRESS.close()
 

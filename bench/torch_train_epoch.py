@@ -29,12 +29,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=DATA)
+    p.add_argument("--limit", type=int, default=0, help="only the first N training images (0: all)")
     a = p.parse_args()
+    if a.limit < 0:
+        p.error(f"--limit must be 0 (all) or more, not {a.limit}")
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # as xgrad's setup_process() does
     torch.manual_seed(0)
     images = read_idx(os.path.join(a.data_dir, "train-images-idx3-ubyte.gz"))
     labels = read_idx(os.path.join(a.data_dir, "train-labels-idx1-ubyte.gz"))
+    if a.limit:
+        images, labels = images[:a.limit], labels[:a.limit]
     model = lenet()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     order = np.random.default_rng(0).permutation(len(images))
