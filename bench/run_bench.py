@@ -330,6 +330,10 @@ def main():
     except KeyboardInterrupt:
         PROGRESS.clear()
         sys.exit("run_bench: interrupted")
+    except BrokenPipeError:  # stdout's reader has gone (| head): stop quietly, as other tools do
+        PROGRESS.clear()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        sys.exit(1)
 
 
 def bench(a):

@@ -166,6 +166,15 @@ def bad_input(build_dir):
     fails_cleanly(["--seconds", "inf"], 2, "--seconds must be positive and finite, not inf")
     fails_cleanly(["--split", "sideways"], 2, "--split")
     fails_cleanly(["--no-such-flag"], 2, "--no-such-flag")
+    # Its reader gone after one line (as with | head -1): it stops without a traceback.
+    proc = subprocess.Popen([sys.executable, RUN_BENCH] + QUICK + [
+        "--skip-ops", "--skip-scaling", "--skip-memory", "--python", "/no-such-python3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait()
+    check("Traceback" not in err, f"a closed stdout gave a traceback:\n{err[-2000:]}")
     with tempfile.TemporaryDirectory() as tmp:
         fails_cleanly(["--build-dir", tmp], 1, os.path.join(tmp, "bench", "bench_models") +
                       " is missing; build first")
