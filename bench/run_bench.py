@@ -351,7 +351,7 @@ def bench(a):
     except (subprocess.CalledProcessError, OSError):
         have_torch = False
         say(f"run_bench: python3-torch is missing (no 'import torch' in {PYTHON}); printing "
-              "xgrad's figures alone")
+            "xgrad's figures alone")
     torch_runs = 2 if have_torch else 1
     per_repeat = 2 + 3 + (a.split != "even") + (2 if have_torch else 0)  # see thread_pairs
     PROGRESS.plan((a.omp == "default") + 1 + have_torch + (not a.skip_ops) + 4 * a.repeats * per_repeat
@@ -370,11 +370,11 @@ def bench(a):
     say(run([BENCH_MODELS, "--banner"]).strip())
     if have_torch:
         say(run([PYTHON, "-c", "import torch; print('torch', torch.__version__, "
-                   "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"]).strip())
+                 "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"]).strip())
     say(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
-          f"{ENV.get('OPENBLAS_NUM_THREADS')} OpenMP {a.omp} {OMP_SETTINGS[a.omp]}; "
-          f"medians of {a.repeats} runs, alternating; xgrad's shard split {a.split}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+        f"{ENV.get('OPENBLAS_NUM_THREADS')} OpenMP {a.omp} {OMP_SETTINGS[a.omp]}; "
+        f"medians of {a.repeats} runs, alternating; xgrad's shard split {a.split}; "
+        f"load average {os.getloadavg()[0]:.2f}")
 
     if not a.skip_ops:
         say("\n== Conv ops (GFLOP/s, batch 64) ==")
@@ -402,11 +402,11 @@ def bench(a):
         say(f"{name:<16}{ours:>8.2f}{fmt(even, 8)}{fmt(theirs, 8)}{processes:>9.2f}{sgemm:>10.2f}")
     for name, ((ours, ours_fast), (theirs, theirs_fast), sgemm, processes, even) in speedups.items():
         say(f"bench {name}_thread_speedup xgrad={ours:.2f}"
-              + (f" torch={theirs:.2f}" if theirs else "") + f" sgemm={sgemm:.2f}"
-              + f" two_processes={processes:.2f}"
-              + (f" xgrad_even_split={even:.2f}" if even else ""))
+            + (f" torch={theirs:.2f}" if theirs else "") + f" sgemm={sgemm:.2f}"
+            + f" two_processes={processes:.2f}"
+            + (f" xgrad_even_split={even:.2f}" if even else ""))
         say(f"bench {name}_thread_speedup_fastest_steps xgrad={ours_fast:.2f}"
-              + (f" torch={theirs_fast:.2f}" if theirs_fast else ""))
+            + (f" torch={theirs_fast:.2f}" if theirs_fast else ""))
 
     if not a.skip_scaling:
         say("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
@@ -417,10 +417,10 @@ def bench(a):
         say(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
         say(f"bench lenet_train_batch32_256_spread_of_medians xgrad={100 * of_medians:.1f}%")
         say("\n-- xgrad's 2-thread step (us, medians): the wait for the slower shard, the sums and"
-              " update after the shards --")
+            " update after the shards --")
         for batch, (step, gap, after) in step_parts.items():
             say(f"bench lenet_train_2t_batch{batch}_step_us xgrad={step:.0f} shard_gap={gap:.0f} "
-                  f"after_shards={after:.0f}")
+                f"after_shards={after:.0f}")
 
     if not a.skip_memory:
         say("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")
