@@ -115,12 +115,17 @@ def describe(cmd):
     return " ".join(words)
 
 
+def failure(cmd, code, stderr):
+    """The error of a run that ended with status `code`: the command and the end of its stderr."""
+    return RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{stderr[-2000:]}")
+
+
 def run(cmd):
     """Runs cmd and returns its stdout; a failure raises with the end of its stderr."""
     PROGRESS.running(cmd)
     proc = subprocess.run(cmd, capture_output=True, env=ENV, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise failure(cmd, proc.returncode, proc.stderr)
     PROGRESS.finished()
     return proc.stdout
 
@@ -134,7 +139,7 @@ def run_concurrently(cmds):
     outs = [proc.communicate() for proc in procs]
     for cmd, proc, (_, err) in zip(cmds, procs, outs):
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+            raise failure(cmd, proc.returncode, err)
     PROGRESS.finished()
     return [out for out, _ in outs]
 
@@ -150,7 +155,7 @@ def run_with_rss(cmd):
         code = proc.returncode = os.waitstatus_to_exitcode(status)
         if code != 0:
             err.seek(0)
-            raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{err.read()[-2000:]}")
+            raise failure(cmd, code, err.read())
     PROGRESS.finished()
     return out, usage.ru_maxrss / 1024.0
 
