@@ -349,17 +349,22 @@ def bench(a):
     for binary in (BENCH_MODELS, BENCH_CONV) + (() if a.skip_memory else (TRAIN,)):
         if not os.path.exists(binary):
             raise RuntimeError(f"{binary} is missing; build first (./run.sh build)")
+    # One start of the interpreter both finds PyTorch and says which it is (importing it takes
+    # seconds).
     try:
-        subprocess.run([PYTHON, "-c", "import torch"], check=True, env=ENV,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        have_torch = True
-    except (subprocess.CalledProcessError, OSError):
+        probe = subprocess.run(
+            [PYTHON, "-c", "import torch; print('torch', torch.__version__, "
+             "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"],
+            env=ENV, capture_output=True, text=True)
+        have_torch = probe.returncode == 0
+    except OSError:
         have_torch = False
+    if not have_torch:
         say(f"run_bench: python3-torch is missing (no 'import torch' in {PYTHON}); printing "
             "xgrad's figures alone")
     torch_runs = 2 if have_torch else 1
     per_repeat = 2 + 3 + (a.split != "even") + (2 if have_torch else 0)  # see thread_pairs
-    PROGRESS.plan((a.omp == "default") + 1 + have_torch + (not a.skip_ops) + 4 * a.repeats * per_repeat
+    PROGRESS.plan((a.omp == "default") + 1 + (not a.skip_ops) + 4 * a.repeats * per_repeat
                   + (0 if a.skip_scaling else 6 * a.repeats * torch_runs)
                   + (0 if a.skip_memory else torch_runs))
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
@@ -374,8 +379,7 @@ def bench(a):
 
     say(run([BENCH_MODELS, "--banner"]).strip())
     if have_torch:
-        say(run([PYTHON, "-c", "import torch; print('torch', torch.__version__, "
-                 "'oneDNN' if torch.backends.mkldnn.is_available() else 'no oneDNN')"]).strip())
+        say(probe.stdout.strip())
     say(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
         f"{ENV.get('OPENBLAS_NUM_THREADS')} OpenMP {a.omp} {OMP_SETTINGS[a.omp]}; "
         f"medians of {a.repeats} runs, alternating; xgrad's shard split {a.split}; "
