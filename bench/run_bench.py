@@ -32,14 +32,20 @@ use_build(os.path.join(ROOT, "build"))
 PYTHON = "/usr/bin/python3"  # the interpreter that runs the PyTorch side (--python)
 
 
+def cpu_blas_core():
+    """The OpenBLAS kernel for this CPU (xgrad::preferred_blas_core's choice): SkylakeX with
+    AVX-512, Haswell with AVX2; Debian's OpenBLAS 0.3.21 does not know the newer AMD cores and
+    would fall back to a slow generic one."""
+    flags = open("/proc/cpuinfo").read()
+    if re.search(r"\bavx512f\b", flags):
+        return "SkylakeX"
+    if re.search(r"\bavx2\b", flags):
+        return "Haswell"
+    return None
+
+
 def blas_env():
     env = dict(os.environ)
-    if "OPENBLAS_CORETYPE" not in env:
-        flags = open("/proc/cpuinfo").read()
-        if re.search(r"\bavx512f\b", flags):
-            env["OPENBLAS_CORETYPE"] = "SkylakeX"
-        elif re.search(r"\bavx2\b", flags):
-            env["OPENBLAS_CORETYPE"] = "Haswell"
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     return env
 
@@ -306,6 +312,10 @@ def main():
                    help="the build whose bench_models, bench_conv and train_fashion_mnist run")
     p.add_argument("--python", default=PYTHON,
                    help="the Python interpreter that runs the PyTorch side")
+    p.add_argument("--blas-core", default="cpu",
+                   help="OPENBLAS_CORETYPE for both frameworks: cpu = chosen for this CPU "
+                        "(SkylakeX with AVX-512, Haswell with AVX2), even where the environment "
+                        "sets another; inherit = the environment's; or a core's name")
     p.add_argument("--skip-memory", action="store_true", help="skip the full-epoch RSS comparison")
     p.add_argument("--epoch-limit", type=int, default=0,
                    help="the RSS comparison's epoch on the first N training and test images only "
@@ -376,8 +386,22 @@ def bench(a):
         if spin:
             OMP_SETTINGS["default"]["GOMP_SPINCOUNT"] = spin.group(1)
     ENV.update(OMP_SETTINGS[a.omp])
+    inherited = os.environ.get("OPENBLAS_CORETYPE")
+    core = cpu_blas_core() if a.blas_core == "cpu" else a.blas_core
+    if a.blas_core == "inherit":
+        core = inherited
+    if core:
+        ENV["OPENBLAS_CORETYPE"] = core
+    if inherited and core != inherited:
+        say(f"run_bench: OPENBLAS_CORETYPE={inherited} from the environment replaced by {core} "
+            f"(--blas-core {a.blas_core}; --blas-core inherit keeps it)")
 
-    say(run([BENCH_MODELS, "--banner"]).strip())
+    banner = run([BENCH_MODELS, "--banner"]).strip()
+    say(banner)
+    used = re.search(r"BLAS core (\S+)", banner)
+    if core and used and used.group(1).lower() != core.lower():
+        raise RuntimeError(f"OPENBLAS_CORETYPE={core}: OpenBLAS does not know this core and "
+                           f"chose {used.group(1)} (--blas-core cpu chooses for this CPU)")
     if have_torch:
         say(probe.stdout.strip())
     say(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="

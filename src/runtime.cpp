@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 #include <malloc.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -141,7 +142,13 @@ std::string runtime_banner() {
   const std::string waiting = wait != nullptr   ? std::string("OMP_WAIT_POLICY=") + wait
                               : spin != nullptr ? std::string("GOMP_SPINCOUNT=") + spin
                                                 : std::string("libgomp default");
+  // A core set in the environment is kept (setup_process() only fills in what is unset); say so
+  // where it is not this CPU's own, which may be half as fast (Haswell's sgemm on an AVX-512 EPYC).
+  const std::string preferred = preferred_blas_core();
+  const bool other_core =
+      env != nullptr && !preferred.empty() && strcasecmp(env, preferred.c_str()) != 0;
   return "xgrad: BLAS core " + blas_core_name() + " (OPENBLAS_CORETYPE=" + (env ? env : "unset") +
+         (other_core ? ", set in the environment; this CPU's own is " + preferred : "") +
          "), OpenBLAS threads " + std::to_string(openblas_get_num_threads()) + ", OpenMP threads " +
          std::to_string(num_threads()) + " (" + waiting + "), denormals " +
          (flush_to_zero_enabled() ? "flushed to zero" : "kept");

@@ -41,8 +41,9 @@ def check(ok, what):
         failures.append(what)
 
 
-def run_bench(args):
-    proc = subprocess.run([sys.executable, RUN_BENCH] + args, capture_output=True, text=True)
+def run_bench(args, env=None):
+    proc = subprocess.run([sys.executable, RUN_BENCH] + args, capture_output=True, text=True,
+                          env=env)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -133,9 +134,17 @@ def check_ended_well(code, stderr):
 def without_torch(build_dir):
     with tempfile.TemporaryDirectory() as tmp:
         python = os.path.join(tmp, "no-such-python3")
-        code, out, err = run_bench(QUICK + EPOCH + ["--build-dir", build_dir, "--python", python])
+        # An OPENBLAS_CORETYPE inherited from the environment gives way to this CPU's own.
+        env = dict(os.environ, OPENBLAS_CORETYPE="Prescott")
+        code, out, err = run_bench(QUICK + EPOCH + ["--build-dir", build_dir, "--python", python],
+                                   env)
     check_ended_well(code, err)
     check("python3-torch is missing" in out, "no word that PyTorch is missing")
+    core = re.search(r"^xgrad: BLAS core (\S+) \(OPENBLAS_CORETYPE=(\S+?)[,)]", out, re.M)
+    check(core is not None, f"no banner naming the BLAS core:\n{out[:2000]}")
+    if core and core.group(2) != "Prescott":
+        check(f"OPENBLAS_CORETYPE=Prescott from the environment replaced by {core.group(2)}" in out,
+              "the inherited OPENBLAS_CORETYPE was replaced without a word")
     check_figures(out, torch=False)
 
 
@@ -166,6 +175,9 @@ def bad_input(build_dir):
     fails_cleanly(["--seconds", "inf"], 2, "--seconds must be positive and finite, not inf")
     fails_cleanly(["--split", "sideways"], 2, "--split")
     fails_cleanly(["--no-such-flag"], 2, "--no-such-flag")
+    fails_cleanly(QUICK + ["--skip-ops", "--skip-scaling", "--skip-memory", "--python",
+                           "/no-such-python3", "--build-dir", build_dir, "--blas-core", "Widget"],
+                  1, "OPENBLAS_CORETYPE=Widget: OpenBLAS does not know this core")
     # Its reader gone after one line (as with | head -1): it stops without a traceback.
     proc = subprocess.Popen([sys.executable, RUN_BENCH] + QUICK + [
         "--skip-ops", "--skip-scaling", "--skip-memory", "--python", "/no-such-python3"],

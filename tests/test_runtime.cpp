@@ -3,6 +3,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cfloat>
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 #include <xgrad/runtime.hpp>
@@ -37,4 +39,24 @@ BOOST_AUTO_TEST_CASE(flush_to_zero_turns_denormal_results_into_zero) {
 #else
   BOOST_TEST(!flush_to_zero_enabled());
 #endif
+}
+
+BOOST_AUTO_TEST_CASE(banner_says_when_the_environment_sets_another_blas_core) {
+  const char* old = std::getenv("OPENBLAS_CORETYPE");
+  const std::string saved = old ? old : "";
+  const std::string own = preferred_blas_core();
+  const std::string note = "set in the environment; this CPU's own is ";
+  setenv("OPENBLAS_CORETYPE", "Prescott", 1);
+  const std::string other = runtime_banner();
+  BOOST_TEST(other.find("OPENBLAS_CORETYPE=Prescott") != std::string::npos, other);
+  BOOST_TEST((other.find(note + own) != std::string::npos) == !own.empty(), other);
+  if (!own.empty()) {
+    setenv("OPENBLAS_CORETYPE", own.c_str(), 1);
+    const std::string same = runtime_banner();
+    BOOST_TEST(same.find(note) == std::string::npos, same);
+  }
+  if (old)
+    setenv("OPENBLAS_CORETYPE", saved.c_str(), 1);
+  else
+    unsetenv("OPENBLAS_CORETYPE");
 }

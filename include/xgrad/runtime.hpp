@@ -52,7 +52,8 @@ void set_num_threads(int threads);
 /// sharded_forward). Kernels size their per-thread work and buffers by it.
 int num_threads();
 
-/// One line for the start of a program's output: BLAS core and thread counts.
+/// One line for the start of a program's output: BLAS core and thread counts. Where the
+/// environment sets an OPENBLAS_CORETYPE other than preferred_blas_core(), it says so.
 std::string runtime_banner();
 
 }  // namespace xgrad
