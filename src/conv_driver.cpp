@@ -71,8 +71,8 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
 #ifdef XGRAD_SIMD
   constexpr bool kFloat = std::is_same_v<T, float>;
   direct = kFloat && direct_eligible(g);
-  const bool flat = detail::kFlatPays && direct && detail::flat_eligible(g);
-  const bool shift = direct && !flat && detail::shift_pays(g);
+  const bool shift = direct && detail::shift_pays(g);
+  const bool flat = detail::kFlatPays && direct && !shift && detail::flat_eligible(g);
   lanes = kFloat && !direct && lanes_eligible(g);
   std::vector<float> wt;
   std::vector<Index> offsets;

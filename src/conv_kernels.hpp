@@ -99,8 +99,9 @@ void direct_forward(const float* xp, const float* wt, const float* b, float* y, 
 // this one); their dW (shift_dw) at 1.44-1.86x and 1.54-1.79x direct_dw's.
 // Blocks of 2 or 3 vectors, whichever fills more accumulators (4 spilled registers with AVX2:
 // 0.74-0.83x).
-// Taken when the row kernel would use less than 15/16 of its lanes; AVX-512 has not been measured
-// with it (there the flat kernel takes k <= 12 first).
+// Taken when the row kernel would use less than 15/16 of its lanes, before the flat kernel: with
+// AVX-512 on the Zen 5 EPYC (session 17) the convnet's conv1 forward ran at 1.16-1.29x the flat
+// kernel's speed on 1 thread (135-145 against 112-117 GFLOP/s) and 1.06-1.09x on 2.
 inline bool shift_pays(const ConvGeom& g) {
   constexpr int W = simd::VecF::kLanes;
   const int block = g.wo > W ? 2 * W : W;  // the row kernel's
@@ -176,14 +177,15 @@ void fold_dx_weights(const float* w, const ConvGeom& g, float* wq);
 void fold_dx(const float* gy, const float* wq, float* buf, float* dxp, const ConvGeom& g);
 #endif
 
-// The flat variant, for direct layers with few taps (the convnet's conv1: 9), whose 2k flops per
-// output float make them bound by storing the output: the image's column matrix s (k rows of l
-// floats, rows ld apart) is staged once and each output plane is computed as one flat run of l
+// The flat variant, for direct layers with few taps (9 for a 3x3 kernel on one channel), whose 2k
+// flops per output float make them bound by storing the output: the image's column matrix s (k rows
+// of l floats, rows ld apart) is staged once and each output plane is computed as one flat run of l
 // positions, so that every store is aligned whatever the row width and no lane is wasted on row
-// ends. (With AVX-512 the row kernel's stores of 26-float rows split cache lines: convnet conv1
-// went from 58 to 74 GFLOP/s. With 25 taps, LeNet's conv1 is compute-bound and the row kernel,
-// which stages nothing, is 2x faster.) Output channels are grouped by the alignment of their
-// planes so that one load serves up to kFlatMaxChannels.
+// ends. Taken with AVX-512 where the shift kernel does not pay (shift_pays). (With AVX-512 the row
+// kernel's stores of 26-float rows split cache lines: convnet conv1 went from 58 to 74 GFLOP/s.
+// With 25 taps, LeNet's conv1 is compute-bound and the row kernel, which stages nothing, is 2x
+// faster.) Output channels are grouped by the alignment of their planes so that one load serves up
+// to kFlatMaxChannels.
 constexpr int kFlatMaxK = 12;
 
 inline bool flat_eligible(const ConvGeom& g) {
@@ -191,9 +193,9 @@ inline bool flat_eligible(const ConvGeom& g) {
 }
 
 #ifdef XGRAD_SIMD
-// conv2d takes the flat kernel with AVX-512 only. With AVX2 (8 lanes, 16 registers, slow masked
-// stores on AMD) the row kernel is faster: on the EPYC, convnet conv1 forward ran at 48 GFLOP/s
-// with it and 30 with the flat one (1 thread, batch 64).
+// conv2d takes the flat kernel with AVX-512 only, where the shift kernel does not pay. With AVX2
+// (8 lanes, 16 registers, slow masked stores on AMD) the row kernel is faster: on the Zen 3 EPYC,
+// convnet conv1 forward ran at 48 GFLOP/s with it and 30 with the flat one (1 thread, batch 64).
 constexpr bool kFlatPays = simd::VecF::kLanes == 16;
 constexpr int kFlatBlocks = 3;                                             // vectors per step
 constexpr int kFlatMaxChannels = simd::VecF::kAccumulators / kFlatBlocks;  // 8 or 4
