@@ -146,7 +146,9 @@ struct SplitScope {
 
 // With ShardSplit::adaptive, a shard whose samples take 4x as long gets fewer of them: after a few
 // calls the first shard holds the least its share allows (a quarter of 40 samples, with a margin
-// of one step's rounding), and every call's shards still cover the batch in order.
+// of one step's rounding), and every call's shards still cover the batch in order. The samples
+// sleep milliseconds, so that a thread scheduled late on a busy machine (ctest -j2) moves the
+// measured speeds little: with 400 and 100 us, the first shard once ended at 13 samples there.
 BOOST_AUTO_TEST_CASE(adaptive_split_gives_a_slow_thread_fewer_samples) {
   Threads two(2);
   SplitScope adaptive(ShardSplit::adaptive);
@@ -156,7 +158,7 @@ BOOST_AUTO_TEST_CASE(adaptive_split_gives_a_slow_thread_fewer_samples) {
   for (int call = 0; call < 8; ++call) {
     std::vector<std::pair<std::size_t, std::size_t>> seen;
     sharded_forward<float>(n, [&](std::size_t begin, std::size_t end) {
-      const auto per_sample = std::chrono::microseconds(begin == 0 ? 400 : 100);
+      const auto per_sample = std::chrono::microseconds(begin == 0 ? 1600 : 400);
       std::this_thread::sleep_for(per_sample * (end - begin));
       std::lock_guard<std::mutex> lock(m);
       seen.emplace_back(begin, end);
@@ -794,22 +796,26 @@ BOOST_AUTO_TEST_CASE(for_each_own_first_starts_on_its_share_and_helps_a_slow_thr
 
 // The conv layers' images run in helpable chunks whose dW sums are added in chunk order, so the
 // gradients are the same bit for bit whichever thread ran which chunk: here one shard starts
-// 30 ms late, so the other one's thread has long ended and takes chunks of its conv layers.
+// 30 ms late, so the other one's thread has long ended and takes chunks of its conv layers. By
+// then that thread yields its core between polls; on a machine that other processes keep busy
+// (ctest -j2) it may not run again before a short late shard ends, so the shards are 128 images
+// and the attempts many (20 attempts of 32-image shards all missed there, 4 times in 60).
 BOOST_AUTO_TEST_CASE(helped_conv_gradients_are_bit_identical) {
   Threads two(2);
   nn::manual_seed(9);
   auto model = nn::lenet5<float>();
-  const Tensor<float> images = random_images<float>(64, 11);
-  const std::vector<int> labels = random_labels(64, 12);
+  const std::size_t n = 256;
+  const Tensor<float> images = random_images<float>(n, 11);
+  const std::vector<int> labels = random_labels(n, 12);
   const auto run = [&](std::size_t late_begin) {
     return sharded_grads(*model, images, labels, true, late_begin);
   };
-  const auto plain = run(64);  // no shard starts late
+  const auto plain = run(n);  // no shard starts late
   long helped = 0;
-  for (int attempt = 0; attempt < 20 && helped == 0; ++attempt) {
+  for (int attempt = 0; attempt < 100 && helped == 0; ++attempt) {
     const long before = detail::helped_chunks();
     const auto first_late = run(0);
-    const auto second_late = run(32);
+    const auto second_late = run(n / 2);
     helped = detail::helped_chunks() - before;
     for (std::size_t i = 0; i < plain.size(); ++i) {
       BOOST_TEST(std::equal(plain[i].begin(), plain[i].end(), first_late[i].begin()));
