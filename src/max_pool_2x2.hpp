@@ -1,6 +1,8 @@
-// The 2x2, stride-2, unpadded max-pool of float planes (LeNet, most CNNs), vectorised with AVX-512
-// or AVX2 (XGRAD_POOL_2X2 is defined when either is there): used by max_pool2d over a batch and by
-// conv2d_max_pool2d image by image.
+// The 2x2, stride-2, unpadded max-pool of float planes (LeNet, most CNNs), vectorised with AVX2
+// (XGRAD_POOL_2X2 is defined when it is there): used by max_pool2d over a batch and by
+// conv2d_max_pool2d image by image. AVX-512 machines take the AVX2 code too: on the AVX-512 Zen 5
+// EPYC, an AVX-512 version (16 lanes, masked loads and stores at every row's end) made LeNet-5's
+// training step 1.07-1.11x slower on 1 thread and 1.05-1.11x on 2 (session 17).
 #pragma once
 
 #include <algorithm>
@@ -9,7 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#ifdef __AVX2__
 #define XGRAD_POOL_2X2 1
 #include <immintrin.h>
 #endif
@@ -18,9 +20,9 @@
 
 namespace xgrad::detail {
 
-// The 2x2, stride-2, unpadded pool in float (LeNet, most CNNs) has an AVX-512 path and an AVX2
-// one: two input rows at a time, even/odd columns split by a permute, and the argmax saved as a
-// 2-bit window position (0..3 in row-major order) in one byte per output.
+// The 2x2, stride-2, unpadded pool in float (LeNet, most CNNs) has an AVX2 path: two input rows
+// at a time, even/odd columns split by a permute, and the argmax saved as a 2-bit window position
+// (0..3 in row-major order) in one byte per output.
 #ifdef XGRAD_POOL_2X2
 inline bool is_2x2_s2(const PoolGeometry& s) {
   return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
@@ -44,12 +46,10 @@ inline PoolGeometry stacked(const PoolGeometry& s, std::ptrdiff_t count) {
   return t;
 }
 
-// dst[0..r) = the low r (<= 16) bytes of c8: the window codes of r outputs, without a masked
-// store (see the backward below).
+// dst[0..r) = the low r (<= 8) bytes of c8: the window codes of r outputs, without a masked
+// store (see store_first below).
 inline void store_codes(std::uint8_t* dst, int r, __m128i c8) {
-  if (r == 16) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), c8);
-  } else if (r == 8) {
+  if (r == 8) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), c8);
   } else {
     alignas(16) std::uint8_t tmp[16];
@@ -57,104 +57,7 @@ inline void store_codes(std::uint8_t* dst, int r, __m128i c8) {
     std::memcpy(dst, tmp, std::size_t(r));
   }
 }
-#endif
 
-#ifdef __AVX512F__
-// Mask of the first n (0..16) lanes.
-inline __mmask16 lanes(int n) {
-  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
-
-// Whether v replaces b (see takes_over below), lane-wise: !(v <= b) (true when v > b or either
-// is NaN), where b is not NaN.
-inline __mmask16 takes_over_v(__m512 v, __m512 b) {
-  return _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(b, b, _CMP_ORD_Q), v, b, _CMP_NLE_UQ);
-}
-
-// One plane: y = the max of each 2x2 window; code (when non-null) its position 0..3.
-inline void max_pool_2x2_plane(const PoolGeometry& s, const float* __restrict x,
-                               float* __restrict y, std::uint8_t* __restrict code) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  const std::size_t w = std::size_t(s.w);
-  for (int i = 0; i < s.ho; ++i) {
-    const float* ra = x + std::size_t(2 * i) * w;
-    const float* rb = ra + w;
-    float* yr = y + std::size_t(i) * std::size_t(s.wo);
-    std::uint8_t* cr = code != nullptr ? code + std::size_t(i) * std::size_t(s.wo) : nullptr;
-    for (int j = 0; j < s.wo; j += 16) {
-      const int r = std::min(16, s.wo - j);
-      const __mmask16 mlo = lanes(2 * r), mhi = lanes(2 * r - 16), mo = lanes(r);
-      const __m512 a_lo = _mm512_maskz_loadu_ps(mlo, ra + 2 * j);
-      const __m512 a_hi = _mm512_maskz_loadu_ps(mhi, ra + 2 * j + 16);
-      const __m512 b_lo = _mm512_maskz_loadu_ps(mlo, rb + 2 * j);
-      const __m512 b_hi = _mm512_maskz_loadu_ps(mhi, rb + 2 * j + 16);
-      const __m512 a0 = _mm512_permutex2var_ps(a_lo, even, a_hi);
-      const __m512 a1 = _mm512_permutex2var_ps(a_lo, odd, a_hi);
-      const __m512 b0 = _mm512_permutex2var_ps(b_lo, even, b_hi);
-      const __m512 b1 = _mm512_permutex2var_ps(b_lo, odd, b_hi);
-      __m512 best = a0;
-      const __mmask16 t1 = takes_over_v(a1, best);
-      best = _mm512_mask_mov_ps(best, t1, a1);
-      const __mmask16 t2 = takes_over_v(b0, best);
-      best = _mm512_mask_mov_ps(best, t2, b0);
-      const __mmask16 t3 = takes_over_v(b1, best);
-      best = _mm512_mask_mov_ps(best, t3, b1);
-      _mm512_mask_storeu_ps(yr + j, mo, best);
-      if (cr != nullptr) {
-        __m512i c = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
-        c = _mm512_mask_mov_epi32(c, t2, _mm512_set1_epi32(2));
-        c = _mm512_mask_mov_epi32(c, t3, _mm512_set1_epi32(3));
-        store_codes(cr + j, r, _mm512_maskz_cvtepi32_epi8(__mmask16(0xFFFF), c));
-      }
-    }
-  }
-}
-
-// dx of one plane from the window codes: every element of dx is written (no memset needed).
-inline void max_pool_2x2_plane_backward(const PoolGeometry& s, const float* __restrict g,
-                                        const std::uint8_t* __restrict code, float* __restrict dx) {
-  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i hi_idx =
-      _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  const std::size_t w = std::size_t(s.w);
-  for (int i = 0; i < s.ho; ++i) {
-    float* ra = dx + std::size_t(2 * i) * w;
-    float* rb = ra + w;
-    const float* gr = g + std::size_t(i) * std::size_t(s.wo);
-    const std::uint8_t* cr = code + std::size_t(i) * std::size_t(s.wo);
-    for (int j = 0; j < s.wo; j += 16) {
-      const int r = std::min(16, s.wo - j);
-      const __mmask16 mlo = lanes(2 * r), mhi = lanes(2 * r - 16), mo = lanes(r);
-      const __m512 gv = _mm512_maskz_loadu_ps(mo, gr + j);
-      __m128i c8;
-      if (r == 16) {
-        c8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cr + j));
-      } else {
-        alignas(16) std::uint8_t tmp[16] = {};
-        std::memcpy(tmp, cr + j, std::size_t(r));
-        c8 = _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
-      }
-      const __m512i c = _mm512_maskz_cvtepu8_epi32(__mmask16(0xFFFF), c8);
-      const __m512 a0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(c, _mm512_setzero_si512()), gv);
-      const __m512 a1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(c, _mm512_set1_epi32(1)), gv);
-      const __m512 b0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(c, _mm512_set1_epi32(2)), gv);
-      const __m512 b1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(c, _mm512_set1_epi32(3)), gv);
-      _mm512_mask_storeu_ps(ra + 2 * j, mlo, _mm512_permutex2var_ps(a0, lo_idx, a1));
-      _mm512_mask_storeu_ps(rb + 2 * j, mlo, _mm512_permutex2var_ps(b0, lo_idx, b1));
-      // Only when the high half has lanes: GCC 12 -O3 dropped the mask register set-up of an
-      // all-zero-mask store here and wrote past the row with a stale mask.
-      if (r > 8) {
-        _mm512_mask_storeu_ps(ra + 2 * j + 16, mhi, _mm512_permutex2var_ps(a0, hi_idx, a1));
-        _mm512_mask_storeu_ps(rb + 2 * j + 16, mhi, _mm512_permutex2var_ps(b0, hi_idx, b1));
-      }
-    }
-    if (s.w % 2 != 0) ra[w - 1] = rb[w - 1] = 0.f;
-  }
-  // An odd last row is in no window.
-  if (s.h % 2 != 0) std::fill(dx + std::size_t(s.h - 1) * w, dx + std::size_t(s.h) * w, 0.f);
-}
-#elif defined(__AVX2__)
 // The first n lanes (none for n <= 0, all for n >= 8), as a maskload/maskstore mask.
 inline __m256i lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
