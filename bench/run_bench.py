@@ -32,25 +32,9 @@ use_build(os.path.join(ROOT, "build"))
 PYTHON = "/usr/bin/python3"  # the interpreter that runs the PyTorch side (--python)
 
 
-def cpu_blas_core():
-    """The OpenBLAS kernel for this CPU (xgrad::preferred_blas_core's choice): SkylakeX with
-    AVX-512, Haswell with AVX2; Debian's OpenBLAS 0.3.21 does not know the newer AMD cores and
-    would fall back to a slow generic one."""
-    flags = open("/proc/cpuinfo").read()
-    if re.search(r"\bavx512f\b", flags):
-        return "SkylakeX"
-    if re.search(r"\bavx2\b", flags):
-        return "Haswell"
-    return None
-
-
-def blas_env():
-    env = dict(os.environ)
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    return env
-
-
-ENV = blas_env()
+# The environment of every run. OPENBLAS_CORETYPE is set in bench() (--blas-core); one BLAS
+# thread, since both frameworks parallelise over the batch with their own threads.
+ENV = {"OPENBLAS_NUM_THREADS": "1", **os.environ}
 OMP_SETTINGS = {
     "default": {},  # filled in main() with the GOMP_SPINCOUNT xgrad's setup_process() chooses
     "active": {"OMP_WAIT_POLICY": "ACTIVE"},
@@ -374,22 +358,28 @@ def bench(a):
             "xgrad's figures alone")
     torch_runs = 2 if have_torch else 1
     per_repeat = 2 + 3 + (a.split != "even") + (2 if have_torch else 0)  # see thread_pairs
-    PROGRESS.plan((a.omp == "default") + 1 + (not a.skip_ops) + 4 * a.repeats * per_repeat
+    PROGRESS.plan(2 + (not a.skip_ops) + 4 * a.repeats * per_repeat
                   + (0 if a.skip_scaling else 6 * a.repeats * torch_runs)
                   + (0 if a.skip_memory else torch_runs))
-    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
-        ENV.pop(name, None)
-    if a.omp == "default":
-        # setup_process() spins longer on a quiet machine (GOMP_SPINCOUNT 40000, else 1000);
-        # PyTorch, which uses the same libgomp, gets the same setting.
-        spin = re.search(r"GOMP_SPINCOUNT=(\d+)", run([BENCH_MODELS, "--banner"]))
-        if spin:
-            OMP_SETTINGS["default"]["GOMP_SPINCOUNT"] = spin.group(1)
-    ENV.update(OMP_SETTINGS[a.omp])
     inherited = os.environ.get("OPENBLAS_CORETYPE")
-    core = cpu_blas_core() if a.blas_core == "cpu" else a.blas_core
-    if a.blas_core == "inherit":
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_CORETYPE"):
+        ENV.pop(name, None)
+    # With these unset, xgrad's setup_process() fills them in for this machine, and its banner says
+    # what it chose: the BLAS core for this CPU (xgrad::preferred_blas_core) and how long idle
+    # threads spin (GOMP_SPINCOUNT 40000 on a quiet machine, else 1000). PyTorch, which uses the
+    # same OpenBLAS and libgomp, gets the same.
+    chosen = run([BENCH_MODELS, "--banner"])
+    spin = re.search(r"GOMP_SPINCOUNT=(\d+)", chosen)
+    if a.omp == "default" and spin:
+        OMP_SETTINGS["default"]["GOMP_SPINCOUNT"] = spin.group(1)
+    ENV.update(OMP_SETTINGS[a.omp])
+    if a.blas_core == "cpu":
+        cpu_core = re.search(r"OPENBLAS_CORETYPE=([^,)]+)", chosen)
+        core = cpu_core.group(1) if cpu_core and cpu_core.group(1) != "unset" else inherited
+    elif a.blas_core == "inherit":
         core = inherited
+    else:
+        core = a.blas_core
     if core:
         ENV["OPENBLAS_CORETYPE"] = core
     if inherited and core != inherited:
