@@ -4,9 +4,10 @@
 // as the training example does; --no-shard leaves the threading to the kernels,
 // and --split even|adaptive picks the shards' sizes (xgrad::ShardSplit; even by default).
 // One line per run: `xgrad <model> <mode> threads=<t> batch=<b> split=<s> img_per_s=<x>
-// step_us_p10=<p> step_us_p50=<q> shard_gap_us_p50=<g> after_shards_us_p50=<u>`: percentiles of
-// the steps' wall times in microseconds, then medians over the steps of how long the first shard
-// to end waited for the last, and of the sums and update after the shards
+// step_us_p10=<p> step_us_p50=<q> shard_gap_us_p50=<g> after_shards_us_p50=<u> evicted=<e>`:
+// percentiles of the steps' wall times in microseconds, then medians over the steps of how long
+// the first shard to end waited for the last, and of the sums and update after the shards, and
+// the share of the steps that evicted the parameters from the caches before updating them
 // (xgrad::last_shard_times; 0 with one shard).
 #include <algorithm>
 #include <chrono>
@@ -67,6 +68,9 @@ struct Measured {
   // Medians over the steps of xgrad::last_shard_times(): how long the first shard to end waited
   // for the last, and the sums and update after them (sharded_step); 0 with one shard.
   double shard_gap_us_p50 = 0, after_shards_us_p50 = 0;
+  // The share of the timed steps in which sharded_step evicted the parameters the other thread
+  // updates from the caches before its update (ShardTimes::evicted); 0 without shards.
+  double evicted_share = 0;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -105,6 +109,7 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   std::vector<double> steps, gaps, afters;
+  std::size_t evicted = 0;
   for (auto last = start;;) {
     step();
     const auto now = clock::now();
@@ -115,6 +120,7 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
           std::minmax_element(times.shard_end_us.begin(), times.shard_end_us.end());
       gaps.push_back(*slowest - *first);
       afters.push_back(times.region_us - *slowest);
+      evicted += times.evicted ? 1 : 0;
     }
     last = now;
     const double elapsed = std::chrono::duration<double>(now - start).count();
@@ -126,6 +132,7 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
       if (!gaps.empty()) {
         m.shard_gap_us_p50 = percentile(gaps, 0.5);
         m.after_shards_us_p50 = percentile(afters, 0.5);
+        m.evicted_share = double(evicted) / double(gaps.size());
       }
       return m;
     }
@@ -173,7 +180,8 @@ int main(int argc, char** argv) {
                 << " split=" << (a.split == ShardSplit::even ? "even" : "adaptive")
                 << " img_per_s=" << m.img_per_s << " step_us_p10=" << m.step_us_p10
                 << " step_us_p50=" << m.step_us_p50 << " shard_gap_us_p50=" << m.shard_gap_us_p50
-                << " after_shards_us_p50=" << m.after_shards_us_p50 << std::endl;
+                << " after_shards_us_p50=" << m.after_shards_us_p50
+                << " evicted=" << m.evicted_share << std::endl;
     }
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

@@ -185,6 +185,7 @@ BOOST_AUTO_TEST_CASE(last_shard_times_say_when_each_shard_ended) {
   sharded_forward<float>(8, sleeper);
   const ShardTimes& times = last_shard_times();
   BOOST_REQUIRE(times.shard_end_us.size() == 2u);
+  BOOST_TEST(!times.evicted);  // only sharded_step updates parameters
   BOOST_TEST(times.shard_end_us[0] >= 1000.0);
   BOOST_TEST(times.shard_end_us[1] >= 30000.0);
   BOOST_TEST(times.shard_end_us[0] < times.shard_end_us[1]);
@@ -341,10 +342,17 @@ bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
   return shape_of(a) == shape_of(b) && std::equal(a.begin(), a.end(), b.begin());
 }
 
+// sharded_step's steps that evicted the parameters from the caches before the update, and those
+// that did not (ShardTimes::evicted), as check_sharded_step_matches counted them.
+struct EvictionCounts {
+  int evicted = 0, kept = 0;
+};
+
 // Three training steps of two copies of LeNet-5 on the same batches, one by sharded_backward and
 // opt.step(), the other by sharded_step: the same losses, gradients and parameters, bit for bit.
 template <class MakeOptimizer>
-void check_sharded_step_matches(const MakeOptimizer& make, bool set_to_none) {
+void check_sharded_step_matches(const MakeOptimizer& make, bool set_to_none,
+                                EvictionCounts& counts) {
   nn::manual_seed(21);
   auto by_two_calls = nn::lenet5<float>();
   nn::manual_seed(21);
@@ -365,6 +373,7 @@ void check_sharded_step_matches(const MakeOptimizer& make, bool set_to_none) {
     opt_a->step();
     opt_b->zero_grad(set_to_none);
     const double b = sharded_step<float>(24, loss_of(*fused), *opt_b);
+    (last_shard_times().evicted ? counts.evicted : counts.kept) += 1;
     BOOST_TEST(a == b);
     const auto pa = by_two_calls->parameters(), pb = fused->parameters();
     for (std::size_t i = 0; i < pa.size(); ++i) {
@@ -395,21 +404,32 @@ BOOST_AUTO_TEST_CASE(sharded_step_matches_sharded_backward_then_step) {
   };
   for (int threads : {2, 1}) {
     Threads count(threads);
+    EvictionCounts counts;
     for (bool set_to_none : {true, false}) {
       BOOST_TEST_CONTEXT("threads " << threads << ", set_to_none " << set_to_none) {
-        check_sharded_step_matches(sgd({0.05, 0.0, 0.0, false, 0.0}), set_to_none);
-        check_sharded_step_matches(sgd({0.05, 0.9, 0.0, false, 0.0}), set_to_none);
-        check_sharded_step_matches(sgd({0.05, 0.9, 0.0, true, 1e-3}), set_to_none);
-        check_sharded_step_matches(sgd({0.05, 0.5, 0.25, false, 1e-2}), set_to_none);
+        check_sharded_step_matches(sgd({0.05, 0.0, 0.0, false, 0.0}), set_to_none, counts);
+        check_sharded_step_matches(sgd({0.05, 0.9, 0.0, false, 0.0}), set_to_none, counts);
+        check_sharded_step_matches(sgd({0.05, 0.9, 0.0, true, 1e-3}), set_to_none, counts);
+        check_sharded_step_matches(sgd({0.05, 0.5, 0.25, false, 1e-2}), set_to_none, counts);
         check_sharded_step_matches(
             [](Params p) {
               return std::make_unique<optim::Adam<float>>(std::move(p), optim::AdamOptions{});
             },
-            set_to_none);
+            set_to_none, counts);
         check_sharded_step_matches(
             [](Params p) { return std::make_unique<optim::AdamW<float>>(std::move(p)); },
-            set_to_none);
+            set_to_none, counts);
       }
+    }
+    // Both ways of updating ran and matched: sharded_step tries each in turn at first, then the
+    // other one now and then. One thread has one shard, so nothing to evict.
+    BOOST_TEST_CONTEXT("threads " << threads) {
+      BOOST_TEST(counts.kept > 0);
+#ifdef __CLFLUSHOPT__
+      BOOST_TEST((counts.evicted > 0) == (threads > 1));
+#else
+      BOOST_TEST(counts.evicted == 0);
+#endif
     }
   }
 }

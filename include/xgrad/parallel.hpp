@@ -67,10 +67,13 @@ ShardSplit shard_split();
 /// With several shards, max(shard_end_us) - min(shard_end_us) is how long the first thread to end
 /// waited for the last (helping it where it could), and region_us - max(shard_end_us) the work in
 /// the region after the shards: sharded_step's sums and update, or nothing. bench_models reports
-/// both.
+/// both. `evicted` tells whether sharded_step evicted from the caches, before its update, the
+/// parameters each thread updates from the other threads' caches: it chooses as it goes, by which
+/// way its sums and update have been faster lately (see src/parallel.cpp).
 struct ShardTimes {
   std::vector<double> shard_end_us;  // one per shard, in shard order
   double region_us = 0;
+  bool evicted = false;
 };
 /// The calling thread's ShardTimes of its last sharded call (empty before the first).
 const ShardTimes& last_shard_times();
