@@ -1,12 +1,16 @@
 // conv2d throughput at the LeNet-5 and convnet layer shapes (batch 64), forward, backward-data
 // and backward-weights, next to measured sgemm ceilings on 1 and 2 threads.
 //   bench_conv [--repeats N] [--min-time S] [--threads T] [--only LAYER] [--pass 0|1|2]
-//              [--cpu-time 1] [--ceiling 1] [--help]
+//              [--cpu-time 1] [--ceiling 1] [--round-trip 1] [--help]
 // --cpu-time 1 times with process CPU time divided by the thread count instead of wall time: on
 // a loaded machine it approximates the figure the code would reach alone (but hides idle waits).
 // Each figure is the median of N timed runs; a run repeats the call for at least min-time. A pass's
 // "% sgemm" is the median of its runs' shares of the sgemm ceiling, each against a ceiling run
 // made just before it, so that the machine's drift does not enter the share.
+// --round-trip 1 only times how long one cache line takes to go from one CPU to another and back
+// (two threads pinned to the first two CPUs the process may use, passing a counter): on this
+// project's VM it shows where the hypervisor has put the two vCPUs, which changes within minutes
+// (130 ns for two cores close together, 430-520 ns as far apart as two dies).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,7 +20,12 @@
 #include <string>
 #include <vector>
 
+#include <atomic>
+#include <thread>
+
 #include <omp.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <CLI/CLI.hpp>
 
@@ -176,6 +185,62 @@ constexpr Layer kLayers[] = {{"lenet_conv1", 64, 1, 28, 28, 6, 5, 2},
                              {"convnet_conv1", 64, 1, 28, 28, 32, 3, 0},
                              {"convnet_conv2", 64, 32, 26, 26, 64, 3, 0}};
 
+// Pins the calling thread to `cpu`; false if it may not run there.
+bool pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+}
+
+// The median over `repeats` runs of the nanoseconds one cache line takes to go from the first CPU
+// this process may use to the second and back: two pinned threads take turns to increment one
+// counter, 20,000 times or for 0.2 s (on a busy machine a thread may wait for its CPU), whichever
+// ends first; -1 marks the end. Negative with fewer than two CPUs.
+double cache_line_round_trip_ns(int repeats) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return -1;
+  std::vector<int> cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE && cpus.size() < 2; ++cpu)
+    if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
+  if (cpus.size() < 2) return -1;
+  constexpr long kTrips = 20000;
+  constexpr double kMaxSeconds = 0.2;
+  alignas(64) std::atomic<long> counter{0};
+  std::vector<double> runs;
+  for (int r = 0; r < repeats; ++r) {
+    counter.store(0);
+    std::thread other([&] {
+      pin_to(cpus[1]);
+      for (long i = 0;; ++i) {
+        for (long seen; (seen = counter.load(std::memory_order_acquire)) != 2 * i + 1;)
+          if (seen < 0) return;
+        counter.store(2 * i + 2, std::memory_order_release);
+      }
+    });
+    std::thread self([&] {
+      pin_to(cpus[0]);
+      const auto start = std::chrono::steady_clock::now();
+      const auto seconds = [&] {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      };
+      long trips = 0;
+      while (trips < kTrips && (trips % 256 != 0 || trips == 0 || seconds() < kMaxSeconds)) {
+        counter.store(2 * trips + 1, std::memory_order_release);
+        while (counter.load(std::memory_order_acquire) != 2 * trips + 2) {
+        }
+        ++trips;
+      }
+      runs.push_back(seconds() * 1e9 / double(trips));
+      counter.store(-1, std::memory_order_release);
+    });
+    self.join();
+    other.join();
+  }
+  std::sort(runs.begin(), runs.end());
+  return runs[runs.size() / 2];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -185,6 +250,7 @@ int main(int argc, char** argv) {
   int only_threads = 0;
   int only_pass = -1;         // for profiling: 0 fwd, 1 bwd_data, 2 bwd_weights; skips the ceilings
   bool ceiling_only = false;  // the sgemm ceiling alone (run_bench's reference for 1 -> 2 threads)
+  bool round_trip_only = false;  // a cache line's round trip between two CPUs alone
   std::string only;
   std::vector<std::string> layer_names;
   for (const Layer& L : kLayers) layer_names.push_back(L.name);
@@ -209,6 +275,8 @@ int main(int argc, char** argv) {
                  "1: time with the process's CPU time divided by the threads instead of wall "
                  "time (on a loaded machine, near the figure the code would reach alone)");
   app.add_option("--ceiling", ceiling_only, "1: only the sgemm ceiling, on --threads threads");
+  app.add_option("--round-trip", round_trip_only,
+                 "1: only the nanoseconds a cache line takes from one CPU to another and back");
   try {
     app.parse(argc, argv);
     if (!ceiling_only && only_threads > max_threads)
@@ -219,6 +287,14 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::fprintf(stderr, "bench_conv: error: %s (see --help)\n", e.what());
     return 2;
+  }
+  if (round_trip_only) {
+    const double ns = cache_line_round_trip_ns(repeats);
+    if (ns < 0)
+      std::printf("one CPU: no cache line round trip to time\n");
+    else
+      std::printf("bench cache_line_round_trip_ns=%.0f\n", ns);
+    return 0;
   }
   if (ceiling_only) {
     const int threads = std::max(1, only_threads);

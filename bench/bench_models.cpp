@@ -181,7 +181,7 @@ int main(int argc, char** argv) {
                 << " img_per_s=" << m.img_per_s << " step_us_p10=" << m.step_us_p10
                 << " step_us_p50=" << m.step_us_p50 << " shard_gap_us_p50=" << m.shard_gap_us_p50
                 << " after_shards_us_p50=" << m.after_shards_us_p50
-                << " evicted=" << m.evicted_share << std::endl;
+                << " evicted=" << std::to_string(m.evicted_share) << std::endl;
     }
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

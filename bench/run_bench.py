@@ -180,6 +180,18 @@ def xgrad_cmd(model, mode, threads, batch, seconds, who="xgrad"):
             "--batch", str(batch), "--seconds", str(seconds), "--split", split]
 
 
+def cache_line_round_trip():
+    """Nanoseconds a cache line takes between the first two CPUs and back (bench_conv
+    --round-trip), or None with one CPU."""
+    out = run([BENCH_CONV, "--round-trip", "1", "--repeats", "5"])
+    m = re.search(r"cache_line_round_trip_ns=([\d.]+)", out)
+    return float(m.group(1)) if m else None
+
+
+def trip_str(ns):
+    return "none (one CPU)" if ns is None else f"{ns:.0f} ns"
+
+
 def torch_cmd(model, mode, threads, batch, seconds):
     return [PYTHON, TORCH_BENCH, "--model", model, "--mode", mode, "--threads", str(threads),
             "--batch", str(batch), "--seconds", str(seconds)]
@@ -195,9 +207,10 @@ def batch_sweep(batches, band, seconds, repeats, have_torch):
     the spread both that way and, as before, of the medians. Also returns, per batch size, the
     medians over the repeats of xgrad's median step, of how long its first shard to end waited
     for the last, and of the sums and update after the shards (bench_models' step_us_p50,
-    shard_gap_us_p50, after_shards_us_p50), in microseconds."""
+    shard_gap_us_p50, after_shards_us_p50), in microseconds, and of the share of the steps that
+    evicted the parameters from the caches before updating them (evicted)."""
     ips = {(who, b): [] for who in ("xgrad", "torch") for b in batches}
-    names = ("step_us_p50", "shard_gap_us_p50", "after_shards_us_p50")
+    names = ("step_us_p50", "shard_gap_us_p50", "after_shards_us_p50", "evicted")
     parts = {b: {name: [] for name in names} for b in batches}
     for _ in range(repeats):
         for b in batches:
@@ -358,7 +371,7 @@ def bench(a):
             "xgrad's figures alone")
     torch_runs = 2 if have_torch else 1
     per_repeat = 2 + 3 + (a.split != "even") + (2 if have_torch else 0)  # see thread_pairs
-    PROGRESS.plan(2 + (not a.skip_ops) + 4 * a.repeats * per_repeat
+    PROGRESS.plan(4 + (not a.skip_ops) + 4 * a.repeats * per_repeat
                   + (0 if a.skip_scaling else 6 * a.repeats * torch_runs)
                   + (0 if a.skip_memory else torch_runs))
     inherited = os.environ.get("OPENBLAS_CORETYPE")
@@ -398,6 +411,10 @@ def bench(a):
         f"{ENV.get('OPENBLAS_NUM_THREADS')} OpenMP {a.omp} {OMP_SETTINGS[a.omp]}; "
         f"medians of {a.repeats} runs, alternating; xgrad's shard split {a.split}; "
         f"load average {os.getloadavg()[0]:.2f}")
+    # Where the hypervisor has put the two vCPUs changes within minutes on this project's VM, and
+    # the 2-thread figures with it: timed at the start and at the end.
+    trips = [cache_line_round_trip()]
+    say("cache line round trip between the first two CPUs: " + trip_str(trips[0]))
 
     if not a.skip_ops:
         say("\n== Conv ops (GFLOP/s, batch 64) ==")
@@ -440,10 +457,11 @@ def bench(a):
         say(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
         say(f"bench lenet_train_batch32_256_spread_of_medians xgrad={100 * of_medians:.1f}%")
         say("\n-- xgrad's 2-thread step (us, medians): the wait for the slower shard, the sums and"
-            " update after the shards --")
-        for batch, (step, gap, after) in step_parts.items():
+            " update after the shards, and the share of steps that evicted the parameters from the"
+            " caches first --")
+        for batch, (step, gap, after, evicted) in step_parts.items():
             say(f"bench lenet_train_2t_batch{batch}_step_us xgrad={step:.0f} shard_gap={gap:.0f} "
-                f"after_shards={after:.0f}")
+                f"after_shards={after:.0f} evicted={evicted:.2f}")
 
     if not a.skip_memory:
         say("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")
@@ -456,6 +474,11 @@ def bench(a):
             _, theirs = run_with_rss([PYTHON, TORCH_EPOCH, "--threads", "2"]
                                      + (limit[:2] if a.epoch_limit else []))
         line("lenet_epoch_peak_rss_mb", ours, theirs)
+    trips.append(cache_line_round_trip())
+    say(f"\ncache line round trip between the first two CPUs: {trip_str(trips[0])} at the start, "
+        f"{trip_str(trips[1])} at the end")
+    if None not in trips:
+        say(f"bench cache_line_round_trip_ns start={trips[0]:.0f} end={trips[1]:.0f}")
     PROGRESS.close()
 
 

@@ -97,10 +97,11 @@ def check_figures(stdout, torch):
     for batch in BATCHES:
         compared.append(f"lenet_train_2t_batch{batch}")
         step = expect(found, f"lenet_train_2t_batch{batch}_step_us",
-                      ["xgrad", "shard_gap", "after_shards"], positive=["xgrad"])
-        if batch == 1:  # one image makes one shard: nothing to wait for, nothing to sum
-            check(step.get("shard_gap") == 0 and step.get("after_shards") == 0,
-                  f"batch 1 has one shard, yet its step reports {step}")
+                      ["xgrad", "shard_gap", "after_shards", "evicted"], positive=["xgrad"])
+        check(0 <= step.get("evicted", 0) <= 1, f"batch {batch}: the evicted share is not one")
+        if batch == 1:  # one image makes one shard: nothing to wait for, sum or evict
+            check(step.get("shard_gap") == 0 and step.get("after_shards") == 0
+                  and step.get("evicted") == 0, f"batch 1 has one shard, yet its step reports {step}")
     for name in compared:
         values = expect(found, name, ["xgrad"] + side, positive=["xgrad"] + side)
         if torch and {"xgrad", "torch", "ratio"} <= values.keys():
@@ -121,6 +122,11 @@ def check_figures(stdout, torch):
         expect(found, f"sgemm_1024_{t}t", ["gflops"], positive=["gflops"])
     if HAVE_DATA:
         expect(found, "lenet_epoch_peak_rss_mb", ["xgrad"] + side, positive=["xgrad"] + side)
+    if len(os.sched_getaffinity(0)) >= 2:
+        expect(found, "cache_line_round_trip_ns", ["start", "end"], positive=["start", "end"])
+    else:
+        check("cache line round trip between the first two CPUs: none (one CPU)" in stdout,
+              "with one CPU, no word that there is no round trip to time")
 
 
 def check_ended_well(code, stderr):
