@@ -12,16 +12,15 @@
 // project's VM it shows where the hypervisor has put the two vCPUs, which changes within minutes
 // (130 ns for two cores close together, 430-520 ns as far apart as two dies).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <random>
 #include <string>
-#include <vector>
-
-#include <atomic>
 #include <thread>
+#include <vector>
 
 #include <omp.h>
 #include <pthread.h>
