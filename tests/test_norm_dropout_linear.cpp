@@ -14,6 +14,8 @@
 
 #include <xgrad/xgrad.hpp>
 
+#include "../src/linear_blocks.hpp"
+
 using namespace xgrad;
 using xgrad::testing::make;
 using xgrad::testing::max_abs_diff;
@@ -59,6 +61,73 @@ BOOST_AUTO_TEST_CASE(linear_matches_loops) {
       BOOST_TEST(max_abs_diff(w.grad(), dw) < 1e-12);
       BOOST_TEST(max_abs_diff(b.grad(), db) < 1e-12);
     }
+}
+
+// The row blocks for OpenBLAS's small-matrix sgemm (ops/linear.cpp): only with those kernels, only
+// for products they do not take whole, in at most 4 blocks, and only for weights of 64 KB or more.
+BOOST_AUTO_TEST_CASE(linear_block_rows_follow_the_small_kernels_limits) {
+  using xgrad::detail::linear_block_rows;
+  // LeNet-5's fc1 (400 -> 120) forward: C of at most 1200 elements, so 10 rows a call.
+  BOOST_TEST(linear_block_rows(true, 16, 120, 400, true) == 10);
+  BOOST_TEST(linear_block_rows(true, 32, 120, 400, true) == 10);
+  BOOST_TEST(linear_block_rows(true, 16, 120, 400, false) == 16);  // no small kernels
+  BOOST_TEST(linear_block_rows(true, 8, 120, 400, true) == 8);     // taken whole
+  BOOST_TEST(linear_block_rows(true, 48, 120, 400, true) == 48);   // 5 blocks: packing wins
+  // Its backward-data (dx = g·w: n = 400, k = 120): M·N·K <= 10^6, so 20 rows.
+  BOOST_TEST(linear_block_rows(false, 16, 400, 120, true) == 16);
+  BOOST_TEST(linear_block_rows(false, 32, 400, 120, true) == 20);
+  BOOST_TEST(linear_block_rows(false, 64, 400, 120, true) == 20);
+  BOOST_TEST(linear_block_rows(false, 96, 400, 120, true) == 96);
+  // fc2's 40 KB weight packs cheaply; the convnet's fc1 is beyond the small kernel at any rows;
+  // a forward of depth below 32 is not taken.
+  BOOST_TEST(linear_block_rows(true, 16, 84, 120, true) == 16);
+  BOOST_TEST(linear_block_rows(true, 16, 128, 9216, true) == 16);
+  BOOST_TEST(linear_block_rows(false, 16, 9216, 128, true) == 16);
+  BOOST_TEST(linear_block_rows(true, 16, 1000, 20, true) == 16);
+}
+
+// linear in float with the row blocks forced on and off, at shapes that are cut (fc1's forward at
+// 16 and 32 rows, its backward-data at 32 and 64): the same values as loops in double, within
+// float rounding, both ways. On one thread, as in a shard: with more, these products are split
+// over the threads instead.
+BOOST_AUTO_TEST_CASE(linear_in_row_blocks_matches_loops) {
+  xgrad::testing::Threads one(1);
+  const std::size_t in = 400, out = 120;
+  for (const std::size_t n : {16, 32, 64})
+    for (const int forced : {1, 0})
+      BOOST_TEST_CONTEXT("x [" << n << "," << in << "], blocks " << forced) {
+        xgrad::detail::set_linear_small_matrix_blocks(forced);
+        std::mt19937_64 rng(7);
+        const Tensor<double> xd = random_tensor({n, in}, rng), wd = random_tensor({out, in}, rng),
+                             bd = random_tensor({out}, rng), gd = random_tensor({n, out}, rng);
+        const auto to_float = [](const Tensor<double>& t) {
+          Tensor<float> f = empty_tensor<float>(shape_of(t));
+          std::copy(t.begin(), t.end(), f.begin());
+          return f;
+        };
+        Variable<float> x(to_float(xd), true), w(to_float(wd), true), b(to_float(bd), true);
+        Variable<float> y = linear(x, w, b);
+        y.backward(to_float(gd));
+        double y_err = 0, dx_err = 0;
+        for (std::size_t r = 0; r < n; ++r) {
+          for (std::size_t o = 0; o < out; ++o) {
+            double ref = double(b.value()(o));
+            for (std::size_t k = 0; k < in; ++k)
+              ref += double(x.value()(r, k)) * double(w.value()(o, k));
+            y_err = std::max(y_err, std::abs(double(y.value()(r, o)) - ref));
+          }
+          for (std::size_t k = 0; k < in; ++k) {
+            double ref = 0;
+            for (std::size_t o = 0; o < out; ++o)
+              ref += double(float(gd(r, o))) * double(w.value()(o, k));
+            dx_err = std::max(dx_err, std::abs(double(x.grad()(r, k)) - ref));
+          }
+        }
+        // Sums of 400 and 120 products of values in [-1, 1]: float rounding stays far below 1e-4.
+        BOOST_TEST(y_err < 1e-4);
+        BOOST_TEST(dx_err < 1e-4);
+      }
+  xgrad::detail::set_linear_small_matrix_blocks(-1);
 }
 
 BOOST_AUTO_TEST_CASE(linear_without_bias) {
