@@ -36,7 +36,8 @@ constexpr int kMaxSmallKernelBlocks = 4;
 constexpr double kMinBlockedWeightBytes = 64.0 * 1024.0;
 
 int linear_block_rows(bool trans_b, int m, int n, int k, bool small_matrix_sgemm) {
-  if (!small_matrix_sgemm || m <= 1 || double(n) * double(k) * 4.0 < kMinBlockedWeightBytes)
+  if (!small_matrix_sgemm || m <= 1 ||
+      double(n) * double(k) * sizeof(float) < kMinBlockedWeightBytes)
     return m;
   double rows = 1e6 / (double(n) * double(k));  // M·N·K <= 10^6
   if (trans_b) {
