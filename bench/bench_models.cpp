@@ -71,6 +71,12 @@ struct Measured {
   // The share of the timed steps in which sharded_step evicted the parameters the other thread
   // updates from the caches before its update (ShardTimes::evicted); 0 without shards.
   double evicted_share = 0;
+  // Medians over the steps, with --shard (one shard or several): a shard's own time, from when its
+  // thread started it to its end (the mean over the step's shards); when the last shard started,
+  // from the region's start (0 with one shard); and the step's time outside the sharded call's
+  // region (zero_grad, the call's set-up and its end, and with one shard the optimiser's step). A
+  // step is then about outside + start + shard + shard_gap + after_shards.
+  double shard_us_p50 = 0, start_us_p50 = 0, outside_us_p50 = 0;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -108,13 +114,21 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
   for (int i = 0; i < a.warmup; ++i) step();
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
-  std::vector<double> steps, gaps, afters;
+  std::vector<double> steps, gaps, afters, shard_times, starts, outsides;
   std::size_t evicted = 0;
   for (auto last = start;;) {
     step();
     const auto now = clock::now();
     steps.push_back(std::chrono::duration<double, std::micro>(now - last).count());
     const ShardTimes& times = last_shard_times();
+    if (a.shard) {
+      double own = 0;
+      for (std::size_t s = 0; s < times.shard_end_us.size(); ++s)
+        own += times.shard_end_us[s] - times.shard_begin_us[s];
+      shard_times.push_back(own / double(times.shard_end_us.size()));
+      starts.push_back(*std::max_element(times.shard_begin_us.begin(), times.shard_begin_us.end()));
+      outsides.push_back(steps.back() - times.region_us);
+    }
     if (a.shard && times.shard_end_us.size() > 1) {
       const auto [first, slowest] =
           std::minmax_element(times.shard_end_us.begin(), times.shard_end_us.end());
@@ -133,6 +147,11 @@ Measured measure(nn::Module<float>& model, optim::SGD<float>& opt, const Args& a
         m.shard_gap_us_p50 = percentile(gaps, 0.5);
         m.after_shards_us_p50 = percentile(afters, 0.5);
         m.evicted_share = double(evicted) / double(gaps.size());
+      }
+      if (!shard_times.empty()) {
+        m.shard_us_p50 = percentile(shard_times, 0.5);
+        m.start_us_p50 = percentile(starts, 0.5);
+        m.outside_us_p50 = percentile(outsides, 0.5);
       }
       return m;
     }
@@ -181,6 +200,8 @@ int main(int argc, char** argv) {
                 << " img_per_s=" << m.img_per_s << " step_us_p10=" << m.step_us_p10
                 << " step_us_p50=" << m.step_us_p50 << " shard_gap_us_p50=" << m.shard_gap_us_p50
                 << " after_shards_us_p50=" << m.after_shards_us_p50
+                << " shard_us_p50=" << m.shard_us_p50 << " start_us_p50=" << m.start_us_p50
+                << " outside_us_p50=" << m.outside_us_p50
                 << " evicted=" << std::to_string(m.evicted_share) << std::endl;
     }
   } catch (const std::exception& e) {

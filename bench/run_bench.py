@@ -205,13 +205,19 @@ def batch_sweep(batches, band, seconds, repeats, have_torch):
     batch size from the others, each deviation (img/s against the median of the band's img/s in
     the same repeat) the median over the repeats. Returns the medians of img/s per batch size, and
     the spread both that way and, as before, of the medians. Also returns, per batch size, the
-    medians over the repeats of xgrad's median step, of how long its first shard to end waited
-    for the last, and of the sums and update after the shards (bench_models' step_us_p50,
-    shard_gap_us_p50, after_shards_us_p50), in microseconds, and of the share of the steps that
-    evicted the parameters from the caches before updating them (evicted)."""
+    medians over the repeats of xgrad's median step and of its parts (bench_models' step_us_p50,
+    shard_gap_us_p50, after_shards_us_p50, shard_us_p50, start_us_p50, outside_us_p50), in
+    microseconds, and of the share of the steps that evicted the parameters from the caches before
+    updating them (evicted). Each repeat ends with xgrad on 1 thread at half the smallest batch of
+    the band, so that a 2-thread shard's own time can be set against one thread doing the same
+    work: returns that run's median step, shard and outside times, and the median over the
+    repeats of (the 2-thread shard at the band's smallest batch) / (that shard) - 1."""
     ips = {(who, b): [] for who in ("xgrad", "torch") for b in batches}
-    names = ("step_us_p50", "shard_gap_us_p50", "after_shards_us_p50", "evicted")
+    names = ("step_us_p50", "shard_gap_us_p50", "after_shards_us_p50", "shard_us_p50",
+             "start_us_p50", "outside_us_p50", "evicted")
     parts = {b: {name: [] for name in names} for b in batches}
+    half = min(band) // 2
+    alone = {name: [] for name in ("step_us_p50", "shard_us_p50", "outside_us_p50")}
     for _ in range(repeats):
         for b in batches:
             out = run(xgrad_cmd("lenet", "train", 2, b, seconds))
@@ -220,6 +226,9 @@ def batch_sweep(batches, band, seconds, repeats, have_torch):
                 parts[b][name].append(field(out, name))
             if have_torch:
                 ips[("torch", b)].append(img_per_s(run(torch_cmd("lenet", "train", 2, b, seconds))))
+        out = run(xgrad_cmd("lenet", "train", 1, half, seconds))
+        for name in alone:
+            alone[name].append(field(out, name))
     medians = {b: (statistics.median(ips[("xgrad", b)]),
                    statistics.median(ips[("torch", b)]) if have_torch else None) for b in batches}
     deviations = {b: [] for b in band}
@@ -231,7 +240,10 @@ def batch_sweep(batches, band, seconds, repeats, have_torch):
     mid = statistics.median(medians[b][0] for b in band)
     of_medians = max(abs(medians[b][0] / mid - 1) for b in band)
     step_parts = {b: tuple(statistics.median(parts[b][name]) for name in names) for b in batches}
-    return medians, paired, of_medians, step_parts
+    penalty = statistics.median(two / one - 1 for two, one in
+                                zip(parts[min(band)]["shard_us_p50"], alone["shard_us_p50"]))
+    one_thread = (half, *(statistics.median(v) for v in alone.values()), penalty)
+    return medians, paired, of_medians, step_parts, one_thread
 
 
 def thread_pairs(model, mode, batch, seconds, repeats, have_torch, speedups):
@@ -372,7 +384,7 @@ def bench(a):
     torch_runs = 2 if have_torch else 1
     per_repeat = 2 + 3 + (a.split != "even") + (2 if have_torch else 0)  # see thread_pairs
     PROGRESS.plan(4 + (not a.skip_ops) + 4 * a.repeats * per_repeat
-                  + (0 if a.skip_scaling else 6 * a.repeats * torch_runs)
+                  + (0 if a.skip_scaling else (6 * torch_runs + 1) * a.repeats)
                   + (0 if a.skip_memory else torch_runs))
     inherited = os.environ.get("OPENBLAS_CORETYPE")
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_CORETYPE"):
@@ -450,18 +462,26 @@ def bench(a):
 
     if not a.skip_scaling:
         say("\n== Batch scaling, LeNet-5 training, 2 threads (img/s) ==")
-        medians, spread, of_medians, step_parts = batch_sweep(
+        medians, spread, of_medians, step_parts, one_thread = batch_sweep(
             (1, 8, 32, 64, 128, 256), (32, 64, 128, 256), a.seconds, a.repeats, have_torch)
         for batch, (ours, theirs) in medians.items():
             line(f"lenet_train_2t_batch{batch}", ours, theirs)
         say(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
         say(f"bench lenet_train_batch32_256_spread_of_medians xgrad={100 * of_medians:.1f}%")
-        say("\n-- xgrad's 2-thread step (us, medians): the wait for the slower shard, the sums and"
-            " update after the shards, and the share of steps that evicted the parameters from the"
-            " caches first --")
-        for batch, (step, gap, after, evicted) in step_parts.items():
-            say(f"bench lenet_train_2t_batch{batch}_step_us xgrad={step:.0f} shard_gap={gap:.0f} "
-                f"after_shards={after:.0f} evicted={evicted:.2f}")
+        say("\n-- xgrad's 2-thread step (us, medians) = outside the region (zero_grad, the call's"
+            " set-up and end) + the last shard's start + a shard's own time + the wait for the"
+            " slower shard + the sums and update after the shards; and the share of steps that"
+            " evicted the parameters from the caches first --")
+        for batch, (step, gap, after, shard, start, outside, evicted) in step_parts.items():
+            say(f"bench lenet_train_2t_batch{batch}_step_us xgrad={step:.0f} outside={outside:.0f} "
+                f"start={start:.1f} shard={shard:.0f} shard_gap={gap:.0f} after_shards={after:.0f} "
+                f"evicted={evicted:.2f}")
+        half, step, shard, outside, penalty = one_thread
+        say(f"-- the same work on 1 thread (batch {half}; outside includes the optimiser's step),"
+            f" and how much longer a 2-thread shard of batch {2 * half} took than that --")
+        say(f"bench lenet_train_1t_batch{half}_step_us xgrad={step:.0f} outside={outside:.0f} "
+            f"shard={shard:.0f}")
+        say(f"bench lenet_train_2t_batch{2 * half}_shard_penalty xgrad={100 * penalty:+.1f}%")
 
     if not a.skip_memory:
         say("\n== Peak RSS, one full LeNet-5 training epoch on Fashion-MNIST ==")

@@ -89,16 +89,17 @@ double micros_since(std::chrono::steady_clock::time_point start) {
 }
 
 // Runs body(s) for every shard, shard s on the s-th thread of one parallel region (or all in this
-// thread for a single shard), and records in t_times when each shard ended and when the region did,
-// in microseconds from the start. A thread whose shards have ended helps the others with their
-// for_chunks loops until they end too. With several shards, every thread of the region then calls
-// after(thread, threads, failed) once all shards have ended, `failed` telling whether one threw.
-// Exceptions are caught per shard and the first is rethrown after the region: an exception escaping
-// an OpenMP region would terminate the program (so `after` must not throw).
+// thread for a single shard), and records in t_times when each shard began and ended and when the
+// region did, in microseconds from the start. A thread whose shards have ended helps the others
+// with their for_chunks loops until they end too. With several shards, every thread of the region
+// then calls after(thread, threads, failed) once all shards have ended, `failed` telling whether
+// one threw. Exceptions are caught per shard and the first is rethrown after the region: an
+// exception escaping an OpenMP region would terminate the program (so `after` must not throw).
 template <class Body, class After>
 void for_each_shard(const Ranges& shards, const Body& body, const After& after) {
   const int count = static_cast<int>(shards.size());
-  std::vector<double> end_us(shards.size(), 0.0);
+  std::vector<double> begin_us(shards.size(), 0.0), end_us(shards.size(), 0.0);
+  t_times.shard_begin_us.assign(shards.size(), 0.0);
   t_times.shard_end_us.assign(shards.size(), 0.0);
   t_times.region_us = 0;
   t_times.evicted = false;
@@ -118,6 +119,7 @@ void for_each_shard(const Ranges& shards, const Body& body, const After& after) 
     const int threads = omp_get_num_threads();
     for (int s = omp_get_thread_num(); s < count; s += threads) {
       t_slot = &slots[std::size_t(s)];
+      begin_us[std::size_t(s)] = micros_since(start);
       try {
         body(s);
       } catch (...) {
@@ -145,6 +147,7 @@ void for_each_shard(const Ranges& shards, const Body& body, const After& after) 
     after(omp_get_thread_num(), threads, failed);
   }
   t_times.region_us = micros_since(start);
+  t_times.shard_begin_us = std::move(begin_us);
   t_times.shard_end_us = std::move(end_us);
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);

@@ -97,11 +97,21 @@ def check_figures(stdout, torch):
     for batch in BATCHES:
         compared.append(f"lenet_train_2t_batch{batch}")
         step = expect(found, f"lenet_train_2t_batch{batch}_step_us",
-                      ["xgrad", "shard_gap", "after_shards", "evicted"], positive=["xgrad"])
+                      ["xgrad", "outside", "start", "shard", "shard_gap", "after_shards", "evicted"],
+                      positive=["xgrad", "shard"])
         check(0 <= step.get("evicted", 0) <= 1, f"batch {batch}: the evicted share is not one")
-        if batch == 1:  # one image makes one shard: nothing to wait for, sum or evict
+        # Every step contains its shards' own time, its region's start and what lies outside it.
+        check(step.get("xgrad", 0) >= step.get("shard", 0) and step.get("outside", 0) >= 0
+              and step.get("start", 0) >= 0, f"batch {batch}: the step's parts do not fit: {step}")
+        if batch == 1:  # one image makes one shard: nothing to start, wait for, sum or evict
             check(step.get("shard_gap") == 0 and step.get("after_shards") == 0
-                  and step.get("evicted") == 0, f"batch 1 has one shard, yet its step reports {step}")
+                  and step.get("evicted") == 0 and step.get("start") == 0,
+                  f"batch 1 has one shard, yet its step reports {step}")
+    alone = expect(found, "lenet_train_1t_batch16_step_us", ["xgrad", "outside", "shard"],
+                   positive=["xgrad", "shard"])
+    check(alone.get("xgrad", 0) >= max(alone.get("shard", 0), alone.get("outside", 0)),
+          f"one thread's step is shorter than one of its parts: {alone}")
+    expect(found, "lenet_train_2t_batch32_shard_penalty", ["xgrad"])
     for name in compared:
         values = expect(found, name, ["xgrad"] + side, positive=["xgrad"] + side)
         if torch and {"xgrad", "torch", "ratio"} <= values.keys():

@@ -174,8 +174,9 @@ BOOST_AUTO_TEST_CASE(adaptive_split_gives_a_slow_thread_fewer_samples) {
   }
 }
 
-// last_shard_times: when each shard ended and when the region did, for the calling thread's last
-// sharded call; shards that sleep 1 and 30 ms end in that order, the region after both.
+// last_shard_times: when each shard began and ended and when the region did, for the calling
+// thread's last sharded call; shards that sleep 1 and 30 ms end in that order, the region after
+// both, and each shard's own time holds its sleep.
 BOOST_AUTO_TEST_CASE(last_shard_times_say_when_each_shard_ended) {
   Threads two(2);
   const auto sleeper = [](std::size_t begin, std::size_t end) {
@@ -190,10 +191,16 @@ BOOST_AUTO_TEST_CASE(last_shard_times_say_when_each_shard_ended) {
   BOOST_TEST(times.shard_end_us[1] >= 30000.0);
   BOOST_TEST(times.shard_end_us[0] < times.shard_end_us[1]);
   BOOST_TEST(times.region_us >= times.shard_end_us[1]);
+  BOOST_REQUIRE(times.shard_begin_us.size() == 2u);
+  for (std::size_t s = 0; s < 2; ++s) BOOST_TEST(times.shard_begin_us[s] >= 0.0);
+  BOOST_TEST(times.shard_end_us[0] - times.shard_begin_us[0] >= 1000.0);
+  BOOST_TEST(times.shard_end_us[1] - times.shard_begin_us[1] >= 30000.0);
 
   // One shard (a batch too small to split): its end is the region's.
   sharded_forward<float>(3, sleeper);
   BOOST_REQUIRE(last_shard_times().shard_end_us.size() == 1u);
+  BOOST_REQUIRE(last_shard_times().shard_begin_us.size() == 1u);
+  BOOST_TEST(last_shard_times().shard_begin_us[0] == 0.0);
   BOOST_TEST(last_shard_times().shard_end_us[0] >= 1000.0);
   BOOST_TEST(last_shard_times().shard_end_us[0] == last_shard_times().region_us);
 
@@ -212,9 +219,10 @@ BOOST_AUTO_TEST_CASE(last_shard_times_say_when_each_shard_ended) {
       opt);
   const ShardTimes& step = last_shard_times();
   BOOST_REQUIRE(step.shard_end_us.size() == 2u);
-  for (double end : step.shard_end_us) {
-    BOOST_TEST(end > 0.0);
-    BOOST_TEST(step.region_us >= end);
+  BOOST_REQUIRE(step.shard_begin_us.size() == 2u);
+  for (std::size_t s = 0; s < 2; ++s) {
+    BOOST_TEST(step.shard_end_us[s] > step.shard_begin_us[s]);
+    BOOST_TEST(step.region_us >= step.shard_end_us[s]);
   }
 }
 

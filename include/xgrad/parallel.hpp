@@ -62,16 +62,19 @@ void set_shard_split(ShardSplit split);
 ShardSplit shard_split();
 
 /// Where the time of a sharded call went: for the last sharded_backward, sharded_step or
-/// sharded_forward called from this thread, when each shard ended (its forward and backward, with
-/// any help it got) and when the call's parallel region ended, in microseconds from its start.
-/// With several shards, max(shard_end_us) - min(shard_end_us) is how long the first thread to end
-/// waited for the last (helping it where it could), and region_us - max(shard_end_us) the work in
-/// the region after the shards: sharded_step's sums and update, or nothing. bench_models reports
-/// both. `evicted` tells whether sharded_step evicted from the caches, before its update, the
-/// parameters each thread updates from the other threads' caches: it chooses as it goes, by which
-/// way its sums and update have been faster lately (see src/parallel.cpp).
+/// sharded_forward called from this thread, when each shard's thread started it and when it ended
+/// (its forward and backward, with any help it got), and when the call's parallel region ended, in
+/// microseconds from its start. shard_end_us[s] - shard_begin_us[s] is shard s's own time, and
+/// the latest begin how long the region took to get every thread going. With several shards,
+/// max(shard_end_us) - min(shard_end_us) is how long the first thread to end waited for the last
+/// (helping it where it could), and region_us - max(shard_end_us) the work in the region after the
+/// shards: sharded_step's sums and update, or nothing. bench_models reports all of these.
+/// `evicted` tells whether sharded_step evicted from the caches, before its update, the parameters
+/// each thread updates from the other threads' caches: it chooses as it goes, by which way its sums
+/// and update have been faster lately (see src/parallel.cpp).
 struct ShardTimes {
-  std::vector<double> shard_end_us;  // one per shard, in shard order
+  std::vector<double> shard_begin_us;  // one per shard, in shard order
+  std::vector<double> shard_end_us;    // one per shard, in shard order
   double region_us = 0;
   bool evicted = false;
 };
