@@ -468,10 +468,11 @@ def bench(a):
             line(f"lenet_train_2t_batch{batch}", ours, theirs)
         say(f"bench lenet_train_batch32_256_spread xgrad={100 * spread:.1f}%")
         say(f"bench lenet_train_batch32_256_spread_of_medians xgrad={100 * of_medians:.1f}%")
-        say("\n-- xgrad's 2-thread step (us, medians) = outside the region (zero_grad, the call's"
-            " set-up and end) + the last shard's start + a shard's own time + the wait for the"
-            " slower shard + the sums and update after the shards; and the share of steps that"
-            " evicted the parameters from the caches first --")
+        say("\n-- xgrad's 2-thread step (us, medians; the step is about the sum of the rest): the"
+            " time outside the region (zero_grad, the call's set-up and end), the last shard's"
+            " start, a shard's own time, the wait for the slower shard, the sums and update after"
+            " the shards; and the share of steps that evicted the parameters from the caches"
+            " first --")
         for batch, (step, gap, after, shard, start, outside, evicted) in step_parts.items():
             say(f"bench lenet_train_2t_batch{batch}_step_us xgrad={step:.0f} outside={outside:.0f} "
                 f"start={start:.1f} shard={shard:.0f} shard_gap={gap:.0f} after_shards={after:.0f} "
