@@ -25,6 +25,9 @@ std::string preferred_blas_core();
 ///   (spin 4000 / 40000). With one other busy process, spin 1000 / 4000 / passive gave 18k /
 ///   12.4k / 21k at batch 64, and libgomp's default (near-endless spinning) about 900 at load 6.
 ///   Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine.
+/// With OMP_PROC_BIND or OMP_PLACES set, libgomp has bound this thread to the first place before
+/// main(); the re-executed program gets the CPUs of all the places back, or it would run every
+/// OpenMP thread on that one (2-thread training 2.2x slower on a 2-vCPU EPYC).
 /// It also tells malloc to keep large freed blocks, so each training step's tensors reuse memory
 /// instead of page-faulting it in anew, and calls enable_flush_to_zero(). If the re-exec fails
 /// the program runs on as it is.
@@ -52,8 +55,9 @@ void set_num_threads(int threads);
 /// sharded_forward). Kernels size their per-thread work and buffers by it.
 int num_threads();
 
-/// One line for the start of a program's output: BLAS core and thread counts. Where the
-/// environment sets an OPENBLAS_CORETYPE other than preferred_blas_core(), it says so.
+/// One line for the start of a program's output: BLAS core, thread counts and the CPUs OpenMP may
+/// use (omp_get_num_procs()). Where the environment sets an OPENBLAS_CORETYPE other than
+/// preferred_blas_core(), it says so.
 std::string runtime_banner();
 
 }  // namespace xgrad
