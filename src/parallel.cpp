@@ -1,4 +1,4 @@
-// Sharded forward and backward: one graph per OpenMP thread, leaf gradients applied in shard order.
+// Sharded forward and backward: one graph per shard thread, leaf gradients applied in shard order.
 #include "xgrad/parallel.hpp"
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 
 #include "parallel_loop.hpp"
 #include "shard_help.hpp"
+#include "shard_pool.hpp"
 #include "xgrad/graph.hpp"
 #include "xgrad/optim/optimizer.hpp"
 #include "xgrad/runtime.hpp"
@@ -39,12 +40,6 @@ struct alignas(64) ShardSlot {
 
 // The slot of the shard this thread runs, null outside shards.
 thread_local ShardSlot* t_slot = nullptr;
-
-void spin_pause() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#endif
-}
 
 std::atomic<long> g_helped_chunks{0};
 
@@ -78,7 +73,7 @@ bool help(ShardSlot& slot) {
 constexpr int kSpinPolls = 10000;
 
 // for_each_shard's `after` for callers with nothing to do once the shards have ended.
-constexpr auto kNothingAfter = [](int, int, bool) {};
+constexpr auto kNothingAfter = [](int, int, bool, detail::SpinBarrier&) {};
 
 // What last_shard_times() returns: the calling thread's last for_each_shard.
 thread_local ShardTimes t_times;
@@ -88,13 +83,16 @@ double micros_since(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
-// Runs body(s) for every shard, shard s on the s-th thread of one parallel region (or all in this
+// Runs body(s) for every shard, shard s on the s-th thread of one sharded region (or all in this
 // thread for a single shard), and records in t_times when each shard began and ended and when the
-// region did, in microseconds from the start. A thread whose shards have ended helps the others
-// with their for_chunks loops until they end too. With several shards, every thread of the region
-// then calls after(thread, threads, failed) once all shards have ended, `failed` telling whether
-// one threw. Exceptions are caught per shard and the first is rethrown after the region: an
-// exception escaping an OpenMP region would terminate the program (so `after` must not throw).
+// region did, in microseconds from the start. The region runs on detail::run_on_shard_threads'
+// threads, or in an OpenMP region where those cannot run it; every thread in it counts as inside a
+// sharded region (num_threads() is 1 there). A thread whose shards have ended helps the others with
+// their for_chunks loops until they end too. With several shards, every thread of the region then
+// calls after(thread, threads, failed, barrier) once all shards have ended, `failed` telling
+// whether one threw, and `barrier` a barrier for the region's threads (barrier.wait(threads)).
+// Exceptions are caught per shard and the first is rethrown after the region: an exception
+// escaping the region would terminate the program (so `after` must not throw).
 template <class Body, class After>
 void for_each_shard(const Ranges& shards, const Body& body, const After& after) {
   const int count = static_cast<int>(shards.size());
@@ -111,13 +109,13 @@ void for_each_shard(const Ranges& shards, const Body& body, const After& after) 
   }
   std::vector<std::exception_ptr> errors(shards.size());
   std::vector<ShardSlot> slots(shards.size());
+  detail::SpinBarrier barrier;
   // From the region's start, so that a thread that joins late (waking from sleep) counts as slow:
   // what the split must even out is when the shards end.
   const auto start = std::chrono::steady_clock::now();
-#pragma omp parallel num_threads(count)
-  {
-    const int threads = omp_get_num_threads();
-    for (int s = omp_get_thread_num(); s < count; s += threads) {
+  const auto region = [&](int thread, int threads) {
+    detail::ShardRegionScope scope;
+    for (int s = thread; s < count; s += threads) {
       t_slot = &slots[std::size_t(s)];
       begin_us[std::size_t(s)] = micros_since(start);
       try {
@@ -139,12 +137,16 @@ void for_each_shard(const Ranges& shards, const Body& body, const After& after) 
       if (!waiting) break;
       if (helped) idle = 0;
       if (++idle < kSpinPolls)
-        spin_pause();
+        detail::spin_pause();
       else
         std::this_thread::yield();
     }
     const bool failed = std::any_of(errors.begin(), errors.end(), [](const auto& e) { return e; });
-    after(omp_get_thread_num(), threads, failed);
+    after(thread, threads, failed, barrier);
+  };
+  if (!detail::run_on_shard_threads(count, [&](int thread) { region(thread, count); })) {
+#pragma omp parallel num_threads(count)
+    region(omp_get_thread_num(), omp_get_num_threads());
   }
   t_times.region_us = micros_since(start);
   t_times.shard_begin_us = std::move(begin_us);
@@ -491,11 +493,12 @@ double sharded_step(std::size_t n, const ShardFn<T>& shard_loss, optim::Optimize
   };
   const bool evict = kCanEvict && t_evict_choice.next();
   const double loss = backward_shards(
-      "sharded_step", n, shards, shard_loss, captured, [&](int thread, int threads, bool failed) {
+      "sharded_step", n, shards, shard_loss, captured,
+      [&](int thread, int threads, bool failed, detail::SpinBarrier& barrier) {
         if (failed) return;  // nothing is applied: the shard's error is rethrown after the region
         if (thread == 0) plan();
         if (evict) evict_others_parts(leaves, thread, threads);
-#pragma omp barrier
+        barrier.wait(threads);
         // Each thread sums its part of each gradient and, with that part in its cache, updates it.
         for (const Sum& sum : sums) {
           const auto [begin, end] =

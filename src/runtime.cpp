@@ -24,6 +24,8 @@
 #include <omp.h>
 #endif
 
+#include "shard_pool.hpp"
+
 namespace xgrad {
 
 std::string preferred_blas_core() {
@@ -153,9 +155,11 @@ void set_num_threads(int threads) {
 }
 
 int num_threads() {
+  // A sharded region's threads may be the shard pool's rather than OpenMP's (shard_pool.hpp).
+  if (detail::in_shard_region()) return 1;
 #ifdef _OPENMP
-  // Inside a region at the deepest active level (a shard of sharded_backward) a nested region gets
-  // one thread, but omp_get_max_threads() still answers with the top level's count.
+  // Inside a region at the deepest active level a nested region gets one thread, but
+  // omp_get_max_threads() still answers with the top level's count.
   if (omp_get_active_level() >= omp_get_max_active_levels()) return 1;
   return omp_get_max_threads();
 #else

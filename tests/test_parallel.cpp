@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <mutex>
 #include <random>
@@ -15,8 +16,11 @@
 
 #include <xgrad/xgrad.hpp>
 
+#include <omp.h>
+
 #include "../src/parallel_loop.hpp"
 #include "../src/shard_help.hpp"
+#include "../src/shard_pool.hpp"
 
 using namespace xgrad;
 using xgrad::testing::check_close;
@@ -287,6 +291,88 @@ BOOST_AUTO_TEST_CASE(sharded_runs_are_bit_identical) {
   for (std::size_t i = 0; i < a.size(); ++i) {
     BOOST_TEST(std::equal(a[i].begin(), a[i].end(), b[i].begin()));
     BOOST_TEST(std::equal(a[i].begin(), a[i].end(), c[i].begin()));
+  }
+}
+
+// The shard pool's threads wait for the next call spinning, then asleep: a call after they have
+// gone to sleep must wake them (and not wait for ever), with the same gradients as before.
+BOOST_AUTO_TEST_CASE(sharded_calls_wake_the_shard_threads_from_sleep) {
+  if (detail::wait_polls() == LONG_MAX) {
+    BOOST_TEST_MESSAGE(
+        "the shard threads never sleep here (OMP_WAIT_POLICY=active or "
+        "GOMP_SPINCOUNT=infinite): nothing to check");
+    return;
+  }
+  Threads two(2);
+  nn::manual_seed(5);
+  auto model = nn::lenet5<float>();
+  const Tensor<float> images = random_images<float>(16, 7);
+  const std::vector<int> labels = random_labels(16, 8);
+  const auto expected = sharded_grads(*model, images, labels, true);
+  for (int call = 0; call < 3; ++call) {
+    const auto all_asleep = [] {
+      return detail::shard_threads_asleep() == detail::shard_threads_started();
+    };
+    for (int ms = 0; ms < 10000 && !all_asleep(); ms += 5)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    BOOST_REQUIRE_MESSAGE(detail::shard_threads_started() >= 1 && all_asleep(),
+                          "the shard threads did not all go to sleep within 10 s");
+    const auto got = sharded_grads(*model, images, labels, true);
+    for (std::size_t i = 0; i < got.size(); ++i)
+      BOOST_TEST(std::equal(got[i].begin(), got[i].end(), expected[i].begin()));
+  }
+}
+
+// One caller at a time has the shard pool; another, from its own thread at the same time, runs its
+// shards in an OpenMP region. Either way the gradients are those of the calls made one at a time.
+// A call from inside an OpenMP region runs as one shard, as on one thread.
+BOOST_AUTO_TEST_CASE(sharded_calls_at_once_match_the_calls_one_at_a_time) {
+  Threads two(2);
+  set_shard_split(ShardSplit::even);
+  const Tensor<float> images = random_images<float>(32, 7);
+  const std::vector<int> labels = random_labels(32, 8);
+  nn::manual_seed(5);
+  auto reference = nn::lenet5<float>();
+  const auto expected = sharded_grads(*reference, images, labels, true);
+  const auto check = [&](const std::vector<Tensor<float>>& got) {
+    BOOST_REQUIRE(got.size() == expected.size());
+    for (std::size_t i = 0; i < got.size(); ++i)
+      BOOST_TEST(std::equal(got[i].begin(), got[i].end(), expected[i].begin()));
+  };
+  std::vector<std::shared_ptr<nn::Sequential<float>>> models;
+  for (int m = 0; m < 2; ++m) {
+    nn::manual_seed(5);
+    models.push_back(nn::lenet5<float>());
+  }
+  std::vector<std::vector<Tensor<float>>> results(2 * 20);
+  std::vector<std::thread> callers;
+  for (int m = 0; m < 2; ++m)
+    callers.emplace_back([&, m] {
+      set_num_threads(2);
+      for (int call = 0; call < 20; ++call)
+        results[std::size_t(m * 20 + call)] =
+            sharded_grads(*models[std::size_t(m)], images, labels, true);
+    });
+  for (std::thread& t : callers) t.join();
+  for (const auto& got : results) check(got);
+
+  std::vector<Tensor<float>> one_shard;
+  {
+    Threads one(1);
+    one_shard = sharded_grads(*reference, images, labels, true);
+  }
+  std::vector<std::vector<Tensor<float>>> nested(2);
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    if (t < 2)
+      nested[std::size_t(t)] = sharded_grads(*models[std::size_t(t)], images, labels, true);
+  }
+  for (const auto& got : nested) {
+    if (got.empty()) continue;  // the region had one thread
+    BOOST_REQUIRE(got.size() == one_shard.size());
+    for (std::size_t i = 0; i < got.size(); ++i)
+      BOOST_TEST(std::equal(got[i].begin(), got[i].end(), one_shard[i].begin()));
   }
 }
 

@@ -1,12 +1,13 @@
-// Data parallelism inside one process: a batch split into shards, one per OpenMP thread, each
-// shard with its own graph.
+// Data parallelism inside one process: a batch split into shards, one per thread, each shard with
+// its own graph. The shards run on threads kept for them between calls (the calling thread and
+// num_threads() - 1 others, src/shard_pool.hpp), or in an OpenMP region where those are taken.
 //
 // Splitting every op over the batch (what the kernels do on their own) costs a fork and a join per
 // op, and hands each activation from one core's cache to the other between ops. For a small model
 // those dominate: LeNet-5 training at batch 64 ran 20 parallel regions per step and scaled 1.42x
 // from 1 to 2 cores of the EPYC. Sharded, each thread runs the whole forward and backward of its
-// shard in one parallel region, and the ops inside run single-threaded (libgomp keeps nested
-// regions inactive): 1.65x in the same benchmark, with libgomp's waiting down from 11 to 3.6 us of
+// shard in one parallel region, and the ops inside run single-threaded (num_threads() answers 1
+// there): 1.65x in the same benchmark, with libgomp's waiting down from 11 to 3.6 us of
 // CPU per image.
 #pragma once
 
@@ -85,7 +86,7 @@ const ShardTimes& last_shard_times();
 template <class T>
 using ShardFn = std::function<Variable<T>(std::size_t begin, std::size_t end)>;
 
-/// One backward pass over a batch of n samples, sharded over the OpenMP threads (num_threads()).
+/// One backward pass over a batch of n samples, sharded over num_threads() threads.
 ///
 /// For the shards s = [b_s, e_s) of shard_ranges(n, num_threads(), min_shard) (or, with
 /// ShardSplit::adaptive, as many shards sized by the threads' speeds), each thread builds

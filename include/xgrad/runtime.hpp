@@ -50,9 +50,10 @@ std::string blas_core_name();
 
 /// Sets the number of OpenMP threads our kernels use, and keeps OpenBLAS single-threaded.
 void set_num_threads(int threads);
-/// The number of threads a parallel region started here gets: set_num_threads' count, but 1
-/// inside a region whose nested regions run single-threaded (a shard of sharded_backward or
-/// sharded_forward). Kernels size their per-thread work and buffers by it.
+/// The number of threads a parallel region started here gets: set_num_threads' count, but 1 in a
+/// sharded region (a shard of sharded_backward or sharded_forward, on whichever thread) and inside
+/// a region whose nested regions run single-threaded. Kernels size their per-thread work and
+/// buffers by it.
 int num_threads();
 
 /// One line for the start of a program's output: BLAS core, thread counts and the CPUs OpenMP may

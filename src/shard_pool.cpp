@@ -1,0 +1,235 @@
+// The threads that run a sharded region: see shard_pool.hpp.
+#include "shard_pool.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace xgrad::detail {
+
+namespace {
+
+thread_local int t_region_depth = 0;
+
+long read_wait_polls() {
+  const auto lower = [](const char* s) {
+    std::string out;
+    for (; *s != '\0'; ++s) out += char(std::tolower(static_cast<unsigned char>(*s)));
+    return out;
+  };
+  if (const char* policy = std::getenv("OMP_WAIT_POLICY")) {
+    const std::string p = lower(policy);
+    if (p == "active") return LONG_MAX;
+    if (p == "passive") return 0;
+  }
+  if (const char* count = std::getenv("GOMP_SPINCOUNT")) {
+    const std::string c = lower(count);
+    if (c == "infinite" || c == "infinity") return LONG_MAX;
+    char* end = nullptr;
+    const long n = std::strtol(count, &end, 10);
+    if (end != count && n >= 0) return n;
+  }
+  return 300000;
+}
+
+// One thread of the pool. `posted` counts the calls handed to it, `done` those it has finished;
+// each on its own cache line, written by one side and read by the other.
+struct alignas(64) Worker {
+  std::atomic<std::uint64_t> posted{0};
+  void (*work)(const void*, int) = nullptr;
+  const void* context = nullptr;
+  int index = 0;
+  alignas(64) std::atomic<std::uint64_t> done{0};
+  std::atomic<bool> sleeping{false};
+  std::mutex mutex;
+  std::condition_variable wake;
+};
+
+std::atomic<int> g_asleep{0}, g_started{0};
+
+// The OpenMP place `offset` places after the calling thread's where OpenMP binds its threads
+// (OMP_PROC_BIND, OMP_PLACES): where libgomp would bind its own thread `offset` of a team started
+// here. -1 where it does not bind.
+int openmp_place(int offset) {
+  const int places = omp_get_num_places(), here = omp_get_place_num();
+  if (omp_get_proc_bind() == omp_proc_bind_false || places <= 0 || here < 0) return -1;
+  return (here + offset) % places;
+}
+
+// Binds this thread to the CPUs of OpenMP place `place`; -1 leaves it free.
+void bind_to_place(int place) {
+  if (place < 0) return;
+  std::vector<int> ids(std::size_t(std::max(0, omp_get_place_num_procs(place))));
+  omp_get_place_proc_ids(place, ids.data());
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int id : ids) CPU_SET(id, &set);
+  if (!ids.empty()) pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+void worker_loop(Worker* w, int place) {
+  bind_to_place(place);
+  std::uint64_t seen = 0;
+  const long polls = wait_polls();
+  for (;;) {
+    for (long p = 0; w->posted.load(std::memory_order_acquire) == seen; ++p) {
+      if (p < polls) {
+        spin_pause();
+        continue;
+      }
+      std::unique_lock<std::mutex> lock(w->mutex);
+      w->sleeping.store(true);
+      g_asleep.fetch_add(1);
+      // After `sleeping` is set (both sequentially consistent): a caller that posts from now on
+      // sees it and wakes us; one that posted before is seen here.
+      while (w->posted.load() == seen) w->wake.wait(lock);
+      w->sleeping.store(false);
+      g_asleep.fetch_sub(1);
+    }
+    seen = w->posted.load(std::memory_order_acquire);
+    {
+      ShardRegionScope scope;
+      w->work(w->context, w->index);
+    }
+    w->done.store(seen, std::memory_order_release);
+  }
+}
+
+class ShardPool {
+ public:
+  bool run(int threads, void (*work)(const void*, int), const void* context) {
+    if (busy_.exchange(true, std::memory_order_acquire)) return false;
+    struct Release {
+      std::atomic<bool>& busy;
+      ~Release() { busy.store(false, std::memory_order_release); }
+    } release{busy_};
+    try {
+      while (int(workers_.size()) < threads - 1) {
+        auto w = std::make_unique<Worker>();
+        w->index = int(workers_.size()) + 1;
+        // The thread waits for calls until the process ends.
+        std::thread(worker_loop, w.get(), openmp_place(w->index)).detach();
+        g_started.fetch_add(1);
+        workers_.push_back(std::move(w));
+      }
+    } catch (const std::system_error&) {
+      return false;
+    }
+    for (int t = 1; t < threads; ++t) {
+      Worker& w = *workers_[std::size_t(t - 1)];
+      w.work = work;
+      w.context = context;
+      w.posted.fetch_add(1);
+      if (w.sleeping.load()) {
+        std::lock_guard<std::mutex> lock(w.mutex);
+        w.wake.notify_one();
+      }
+    }
+    {
+      ShardRegionScope scope;
+      work(context, 0);
+    }
+    const long polls = wait_polls();
+    for (int t = 1; t < threads; ++t) {
+      Worker& w = *workers_[std::size_t(t - 1)];
+      const std::uint64_t posted = w.posted.load(std::memory_order_relaxed);
+      for (long p = 0; w.done.load(std::memory_order_acquire) != posted; ++p) {
+        if (p < polls)
+          spin_pause();
+        else
+          std::this_thread::yield();
+      }
+    }
+    return true;
+  }
+
+ private:
+  std::atomic<bool> busy_{false};
+  std::vector<std::unique_ptr<Worker>> workers_;  // worker t - 1 runs thread t
+};
+
+// Never destroyed: its threads wait on it until the process ends. A child forked from a process
+// that has started them has no such threads, so it starts its own pool.
+ShardPool* g_pool = nullptr;
+std::once_flag g_pool_once;
+
+ShardPool& pool() {
+  std::call_once(g_pool_once, [] {
+    g_pool = new ShardPool;
+    pthread_atfork(nullptr, nullptr, [] { g_pool = new ShardPool; });
+  });
+  return *g_pool;
+}
+
+}  // namespace
+
+long wait_polls() {
+  static const long polls = read_wait_polls();
+  return polls;
+}
+
+void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+void SpinBarrier::wait(int threads) {
+  const unsigned generation = generation_.load(std::memory_order_acquire);
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == threads) {
+    arrived_.store(0, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    return;
+  }
+  const long polls = wait_polls();
+  for (long p = 0; generation_.load(std::memory_order_acquire) == generation; ++p) {
+    if (p < polls)
+      spin_pause();
+    else
+      std::this_thread::yield();
+  }
+}
+
+bool run_on_shard_threads(int threads, void (*work)(const void*, int), const void* context) {
+  if (threads < 1 || in_shard_region() || omp_in_parallel()) return false;
+  return pool().run(threads, work, context);
+}
+
+int shard_threads_started() {
+  return g_started.load();
+}
+
+int shard_threads_asleep() {
+  return g_asleep.load();
+}
+
+bool in_shard_region() {
+  return t_region_depth > 0;
+}
+
+ShardRegionScope::ShardRegionScope() {
+  ++t_region_depth;
+}
+ShardRegionScope::~ShardRegionScope() {
+  --t_region_depth;
+}
+
+}  // namespace xgrad::detail
