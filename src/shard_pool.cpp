@@ -7,11 +7,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -121,17 +120,22 @@ class ShardPool {
       std::atomic<bool>& busy;
       ~Release() { busy.store(false, std::memory_order_release); }
     } release{busy_};
-    try {
-      while (int(workers_.size()) < threads - 1) {
-        auto w = std::make_unique<Worker>();
-        w->index = int(workers_.size()) + 1;
-        // The thread waits for calls until the process ends.
-        std::thread(worker_loop, w.get(), openmp_place(w->index)).detach();
-        g_started.fetch_add(1);
-        workers_.push_back(std::move(w));
+    while (int(workers_.size()) < threads - 1) {
+      try {
+        workers_.push_back(std::make_unique<Worker>());
+      } catch (const std::exception&) {
+        return false;
       }
-    } catch (const std::system_error&) {
-      return false;
+      Worker* w = workers_.back().get();
+      w->index = int(workers_.size());
+      try {
+        // The thread waits for calls until the process ends.
+        std::thread(worker_loop, w, openmp_place(w->index)).detach();
+      } catch (const std::exception&) {
+        workers_.pop_back();  // no thread has it
+        return false;
+      }
+      g_started.fetch_add(1);
     }
     for (int t = 1; t < threads; ++t) {
       Worker& w = *workers_[std::size_t(t - 1)];
