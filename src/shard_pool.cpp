@@ -28,27 +28,6 @@ namespace {
 
 thread_local int t_region_depth = 0;
 
-long read_wait_polls() {
-  const auto lower = [](const char* s) {
-    std::string out;
-    for (; *s != '\0'; ++s) out += char(std::tolower(static_cast<unsigned char>(*s)));
-    return out;
-  };
-  if (const char* policy = std::getenv("OMP_WAIT_POLICY")) {
-    const std::string p = lower(policy);
-    if (p == "active") return LONG_MAX;
-    if (p == "passive") return 0;
-  }
-  if (const char* count = std::getenv("GOMP_SPINCOUNT")) {
-    const std::string c = lower(count);
-    if (c == "infinite" || c == "infinity") return LONG_MAX;
-    char* end = nullptr;
-    const long n = std::strtol(count, &end, 10);
-    if (end != count && n >= 0) return n;
-  }
-  return 300000;
-}
-
 // One thread of the pool. `posted` counts the calls handed to it, `done` those it has finished;
 // each on its own cache line, written by one side and read by the other.
 struct alignas(64) Worker {
@@ -87,8 +66,8 @@ void bind_to_place(int place) {
 void worker_loop(Worker* w, int place) {
   bind_to_place(place);
   std::uint64_t seen = 0;
-  const long polls = wait_polls();
   for (;;) {
+    const long polls = wait_polls(g_started.load() + 1);
     for (long p = 0; w->posted.load(std::memory_order_acquire) == seen; ++p) {
       if (p < polls) {
         spin_pause();
@@ -151,7 +130,7 @@ class ShardPool {
       ShardRegionScope scope;
       work(context, 0);
     }
-    const long polls = wait_polls();
+    const long polls = wait_polls(threads);
     for (int t = 1; t < threads; ++t) {
       Worker& w = *workers_[std::size_t(t - 1)];
       const std::uint64_t posted = w.posted.load(std::memory_order_relaxed);
@@ -185,9 +164,53 @@ ShardPool& pool() {
 
 }  // namespace
 
-long wait_polls() {
-  static const long polls = read_wait_polls();
-  return polls;
+long wait_polls_for(const char* policy, const char* spincount, bool oversubscribed) {
+  const auto lower = [](const char* text) {
+    std::string out;
+    for (; *text != '\0'; ++text) out += char(std::tolower(static_cast<unsigned char>(*text)));
+    return out;
+  };
+  const std::string p = policy != nullptr ? lower(policy) : "";
+  if (p == "passive") return 0;
+  const bool active = p == "active";
+  long polls = active ? LONG_MAX : 300000;
+  if (spincount != nullptr) {
+    char* end = nullptr;
+    const long n = std::strtol(spincount, &end, 10);
+    const std::string c = lower(spincount);
+    if (c == "infinite" || c == "infinity") {
+      polls = LONG_MAX;
+    } else if (end != spincount && n >= 0) {
+      long scale = 1;
+      switch (std::tolower(static_cast<unsigned char>(*end))) {
+        case 'k':
+          scale = 1000L;
+          break;
+        case 'm':
+          scale = 1000000L;
+          break;
+        case 'g':
+          scale = 1000000000L;
+          break;
+        case 't':
+          scale = 1000000000000L;
+          break;
+        default:
+          break;
+      }
+      polls = n > LONG_MAX / scale ? LONG_MAX : n * scale;
+    }
+  }
+  return oversubscribed ? std::min(polls, active ? 1000L : 100L) : polls;
+}
+
+long wait_polls(int threads) {
+  static const long fits =
+      wait_polls_for(std::getenv("OMP_WAIT_POLICY"), std::getenv("GOMP_SPINCOUNT"), false);
+  static const long oversubscribed =
+      wait_polls_for(std::getenv("OMP_WAIT_POLICY"), std::getenv("GOMP_SPINCOUNT"), true);
+  static const int cpus = omp_get_num_procs();
+  return threads > cpus ? oversubscribed : fits;
 }
 
 void spin_pause() {
@@ -203,7 +226,7 @@ void SpinBarrier::wait(int threads) {
     generation_.fetch_add(1, std::memory_order_release);
     return;
   }
-  const long polls = wait_polls();
+  const long polls = wait_polls(threads);
   for (long p = 0; generation_.load(std::memory_order_acquire) == generation; ++p) {
     if (p < polls)
       spin_pause();

@@ -7,16 +7,21 @@
 namespace xgrad::detail {
 
 /// How many polls a waiting thread of ours makes (each followed by a pause) before it sleeps or
-/// yields, as libgomp reads them for its own threads: OMP_WAIT_POLICY=active spins without end and
-/// passive not at all; else GOMP_SPINCOUNT (a count, or "infinite"), else libgomp's default of
-/// 300,000. setup_process sets GOMP_SPINCOUNT from how busy the machine is.
-long wait_polls();
+/// yields, when `threads` threads work at once, as libgomp reads them for its own threads:
+/// OMP_WAIT_POLICY=passive none; else GOMP_SPINCOUNT (a count, with an optional suffix k, M, G or
+/// T, or "infinite"), else without end for OMP_WAIT_POLICY=active and libgomp's default of 300,000
+/// otherwise; with more threads than CPUs at most 1000 (active) or 100. setup_process sets
+/// GOMP_SPINCOUNT from how busy the machine is.
+long wait_polls(int threads = 1);
+
+/// wait_polls' rule for these settings (either may be null), with more threads than CPUs or not.
+long wait_polls_for(const char* policy, const char* spincount, bool oversubscribed);
 
 /// A pause for a spinning thread (x86 `pause`).
 void spin_pause();
 
 /// A barrier for the threads of one sharded region: each waits until `threads` have arrived,
-/// spinning for wait_polls() polls and then yielding its core between polls. Reusable.
+/// spinning for wait_polls(threads) polls and then yielding its core between polls. Reusable.
 class SpinBarrier {
  public:
   void wait(int threads);

@@ -294,6 +294,26 @@ BOOST_AUTO_TEST_CASE(sharded_runs_are_bit_identical) {
   }
 }
 
+// The shard threads wait as long as libgomp's own threads would (its GOMP_SPINCOUNT documentation).
+BOOST_AUTO_TEST_CASE(shard_threads_wait_as_libgomp_reads_its_settings) {
+  BOOST_TEST(detail::wait_polls_for(nullptr, nullptr, false) == 300000);
+  BOOST_TEST(detail::wait_polls_for("PASSIVE", "40000", false) == 0);
+  BOOST_TEST(detail::wait_polls_for("active", nullptr, false) == LONG_MAX);
+  BOOST_TEST(detail::wait_polls_for("active", "1000", false) == 1000);
+  BOOST_TEST(detail::wait_polls_for(nullptr, "40000", false) == 40000);
+  BOOST_TEST(detail::wait_polls_for(nullptr, "10k", false) == 10000);
+  BOOST_TEST(detail::wait_polls_for(nullptr, "2M", false) == 2000000);
+  BOOST_TEST(detail::wait_polls_for(nullptr, "3g", false) == 3000000000L);
+  BOOST_TEST(detail::wait_polls_for(nullptr, "INFINITE", false) == LONG_MAX);
+  BOOST_TEST(detail::wait_polls_for(nullptr, "infinity", false) == LONG_MAX);
+  BOOST_TEST(detail::wait_polls_for(nullptr, "many", false) == 300000);
+  // More threads than CPUs: at most 100 spins, or 1000 with OMP_WAIT_POLICY=active.
+  BOOST_TEST(detail::wait_polls_for(nullptr, "40000", true) == 100);
+  BOOST_TEST(detail::wait_polls_for(nullptr, "50", true) == 50);
+  BOOST_TEST(detail::wait_polls_for("ACTIVE", nullptr, true) == 1000);
+  BOOST_TEST(detail::wait_polls_for("passive", nullptr, true) == 0);
+}
+
 // The shard pool's threads wait for the next call spinning, then asleep: a call after they have
 // gone to sleep must wake them (and not wait for ever), with the same gradients as before.
 BOOST_AUTO_TEST_CASE(sharded_calls_wake_the_shard_threads_from_sleep) {
