@@ -14,7 +14,6 @@
 #include <fstream>
 #include <string>
 #include <thread>
-#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
@@ -104,12 +103,7 @@ void allow_every_place() {
   if (std::getenv("OMP_PROC_BIND") == nullptr && std::getenv("OMP_PLACES") == nullptr) return;
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
-  for (int place = 0; place < omp_get_num_places(); ++place) {
-    std::vector<int> ids(std::size_t(std::max(0, omp_get_place_num_procs(place))));
-    omp_get_place_proc_ids(place, ids.data());
-    for (int id : ids)
-      if (id >= 0 && id < CPU_SETSIZE) CPU_SET(id, &cpus);
-  }
+  for (int place = 0; place < omp_get_num_places(); ++place) detail::add_place_cpus(place, cpus);
   if (CPU_COUNT(&cpus) > 0) sched_setaffinity(0, sizeof cpus, &cpus);
 #endif
 }

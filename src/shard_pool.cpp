@@ -55,12 +55,21 @@ int openmp_place(int offset) {
 // Binds this thread to the CPUs of OpenMP place `place`; -1 leaves it free.
 void bind_to_place(int place) {
   if (place < 0) return;
-  std::vector<int> ids(std::size_t(std::max(0, omp_get_place_num_procs(place))));
-  omp_get_place_proc_ids(place, ids.data());
   cpu_set_t set;
   CPU_ZERO(&set);
-  for (int id : ids) CPU_SET(id, &set);
-  if (!ids.empty()) pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  add_place_cpus(place, set);
+  if (CPU_COUNT(&set) > 0) pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+// Spins (with pauses) until ready(), for `polls` polls, then yields the core between polls.
+template <class Ready>
+void wait_until(const Ready& ready, long polls) {
+  for (long p = 0; !ready(); ++p) {
+    if (p < polls)
+      spin_pause();
+    else
+      std::this_thread::yield();
+  }
 }
 
 void worker_loop(Worker* w, int place) {
@@ -83,10 +92,7 @@ void worker_loop(Worker* w, int place) {
       g_asleep.fetch_sub(1);
     }
     seen = w->posted.load(std::memory_order_acquire);
-    {
-      ShardRegionScope scope;
-      w->work(w->context, w->index);
-    }
+    w->work(w->context, w->index);
     w->done.store(seen, std::memory_order_release);
   }
 }
@@ -126,20 +132,12 @@ class ShardPool {
         w.wake.notify_one();
       }
     }
-    {
-      ShardRegionScope scope;
-      work(context, 0);
-    }
-    const long polls = wait_polls(threads);
+    work(context, 0);
     for (int t = 1; t < threads; ++t) {
       Worker& w = *workers_[std::size_t(t - 1)];
       const std::uint64_t posted = w.posted.load(std::memory_order_relaxed);
-      for (long p = 0; w.done.load(std::memory_order_acquire) != posted; ++p) {
-        if (p < polls)
-          spin_pause();
-        else
-          std::this_thread::yield();
-      }
+      wait_until([&] { return w.done.load(std::memory_order_acquire) == posted; },
+                 wait_polls(threads));
     }
     return true;
   }
@@ -226,13 +224,15 @@ void SpinBarrier::wait(int threads) {
     generation_.fetch_add(1, std::memory_order_release);
     return;
   }
-  const long polls = wait_polls(threads);
-  for (long p = 0; generation_.load(std::memory_order_acquire) == generation; ++p) {
-    if (p < polls)
-      spin_pause();
-    else
-      std::this_thread::yield();
-  }
+  wait_until([&] { return generation_.load(std::memory_order_acquire) != generation; },
+             wait_polls(threads));
+}
+
+void add_place_cpus(int place, cpu_set_t& cpus) {
+  std::vector<int> ids(std::size_t(std::max(0, omp_get_place_num_procs(place))));
+  omp_get_place_proc_ids(place, ids.data());
+  for (int id : ids)
+    if (id >= 0 && id < CPU_SETSIZE) CPU_SET(id, &cpus);
 }
 
 bool run_on_shard_threads(int threads, void (*work)(const void*, int), const void* context) {

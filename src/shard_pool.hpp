@@ -2,6 +2,8 @@
 // woken without a system call, in place of an OpenMP parallel region per call.
 #pragma once
 
+#include <sched.h>
+
 #include <atomic>
 
 namespace xgrad::detail {
@@ -16,6 +18,9 @@ long wait_polls(int threads = 1);
 
 /// wait_polls' rule for these settings (either may be null), with more threads than CPUs or not.
 long wait_polls_for(const char* policy, const char* spincount, bool oversubscribed);
+
+/// Adds the CPUs of OpenMP place `place` to `cpus`.
+void add_place_cpus(int place, cpu_set_t& cpus);
 
 /// A pause for a spinning thread (x86 `pause`).
 void spin_pause();
@@ -33,6 +38,8 @@ class SpinBarrier {
 
 /// Runs work(context, t) for every t in [0, threads): t = 0 in the calling thread, the others on
 /// threads kept for that, which wait for the next call spinning (wait_polls()) and then asleep.
+/// work marks its thread as in a sharded region itself (ShardRegionScope), as it must in an OpenMP
+/// region too.
 /// Where OpenMP binds its threads to places, thread t is bound to the place t places after the
 /// caller's, as libgomp binds a team's thread t.
 /// Returns once every call has returned; work must not throw. Returns false without running
