@@ -393,13 +393,13 @@ void evict_others_parts(const std::vector<VariableImpl<T>*>& leaves, int thread,
   for (const VariableImpl<T>* leaf : leaves) {
     const std::size_t size = leaf->value.size();
     if (size * sizeof(T) > l2_bytes) continue;
-    const char* data = reinterpret_cast<const char*>(leaf->value.data());
     for (int other = 0; other < threads; ++other) {
       if (other == thread) continue;
       const auto [begin, end] =
           detail::thread_part(size, std::size_t(other), std::size_t(threads), sizeof(T));
-      for (std::size_t byte = begin * sizeof(T); byte < end * sizeof(T); byte += 64)
-        _mm_clflushopt(const_cast<char*>(data + byte));
+      detail::for_each_cache_line(
+          leaf->value.data() + begin, (end - begin) * sizeof(T),
+          [](const void* line) { _mm_clflushopt(const_cast<void*>(line)); });
     }
   }
   _mm_sfence();

@@ -1,4 +1,5 @@
-// for_ranges and for_each_own_first: loops over [0, n) split over the threads; thread_part.
+// for_ranges and for_each_own_first: loops over [0, n) split over the threads; thread_part;
+// for_each_cache_line.
 #pragma once
 
 #include <algorithm>
@@ -25,6 +26,17 @@ inline std::pair<std::size_t, std::size_t> thread_part(std::size_t n, std::size_
   const std::size_t per = ((n + threads - 1) / threads + line - 1) / line * line;
   const std::size_t begin = std::min(n, t * per);
   return {begin, std::min(n, begin + per)};
+}
+
+/// Calls line(address) for each 64-byte cache line that the `bytes` bytes from p touch, in order.
+/// The first line starts before p when p is not on a line (xtensor's arrays start 16, 32 or 48
+/// bytes into one).
+template <class Line>
+void for_each_cache_line(const void* p, std::size_t bytes, const Line& line) {
+  if (bytes == 0) return;
+  const std::uintptr_t begin = reinterpret_cast<std::uintptr_t>(p), end = begin + bytes;
+  for (std::uintptr_t at = begin & ~std::uintptr_t(63); at < end; at += 64)
+    line(reinterpret_cast<const void*>(at));
 }
 
 /// Calls body(begin, end) on contiguous ranges that cover [0, n) in order, one per thread, of

@@ -891,6 +891,24 @@ BOOST_AUTO_TEST_CASE(thread_parts_cover_the_range_in_whole_cache_lines) {
   BOOST_TEST(detail::thread_part(150, 0, 2, 4).second == 80u);
 }
 
+BOOST_AUTO_TEST_CASE(cache_lines_cover_every_byte_wherever_the_bytes_start) {
+  alignas(64) static char buffer[64 * 8];
+  for (std::size_t offset = 0; offset < 64; ++offset)
+    for (std::size_t bytes : {0u, 1u, 4u, 63u, 64u, 65u, 128u, 200u, 320u}) {
+      const char* p = buffer + offset;
+      std::vector<const char*> lines;
+      detail::for_each_cache_line(
+          p, bytes, [&](const void* l) { lines.push_back(static_cast<const char*>(l)); });
+      // The line of p's first byte, the line of its last, and every one between, once each
+      // (offset 16 with 128 bytes: three lines, not the two that 64-byte steps from p reach).
+      const std::size_t expected = bytes == 0 ? 0 : (offset + bytes - 1) / 64 + 1;
+      BOOST_TEST_REQUIRE(lines.size() == expected,
+                         "offset " << offset << ", " << bytes << " bytes");
+      for (std::size_t i = 0; i < lines.size(); ++i)
+        BOOST_TEST(lines[i] == buffer + 64 * i, "offset " << offset << ", line " << i);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(for_each_own_first_runs_every_index_once) {
   for (int threads : {1, 2, 3, 8})
     for (int n : {0, 1, 2, 5, 64}) {
