@@ -97,18 +97,8 @@ struct UnpoolingGrad final : detail::ConvGradSource<float> {
   const std::uint8_t* code;
 };
 
-struct Conv2DMaxPool2DNode final : Node<float> {
-  Conv2DMaxPool2DNode(ConvGeom geom, bool has_bias, std::vector<std::uint8_t> code)
-      : geom_(geom), has_bias_(has_bias), code_(std::move(code)) {}
-  const char* name() const override { return "conv2d_max_pool2d"; }
-  std::vector<Tensor<float>> backward(const Tensor<float>& gy) override {
-    UnpoolingGrad unpool(geom_, gy.data(), code_.data());
-    return detail::conv_gradients<float>(*this, geom_, has_bias_, nullptr, &unpool);
-  }
-  ConvGeom geom_;
-  bool has_bias_;
-  std::vector<std::uint8_t> code_;  ///< per output, its window position 0..3 (+ kReluZeroed)
-};
+// Its marks: per output, its window position 0..3 (+ kReluZeroed).
+using Conv2DMaxPool2DNode = detail::FusedConvNode<float, UnpoolingGrad>;
 #endif
 
 }  // namespace
@@ -130,7 +120,8 @@ Variable<T> conv2d_max_pool2d(const Variable<T>& x, const Variable<T>& w, const 
       PoolingOutput pooling(g, y.data(), rec ? code.data() : nullptr, relu);
       detail::conv_forward<float>(x.value().data(), w.value().data(),
                                   b.defined() ? b.value().data() : nullptr, nullptr, g, &pooling);
-      return record<Conv2DMaxPool2DNode>(std::move(y), {x, w, b}, g, b.defined(), std::move(code));
+      return record<Conv2DMaxPool2DNode>(std::move(y), {x, w, b}, "conv2d_max_pool2d", g,
+                                         b.defined(), std::move(code));
     }
   }
 #endif

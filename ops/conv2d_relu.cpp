@@ -74,18 +74,8 @@ struct MaskedGrad final : detail::ConvGradSource<float> {
   const std::uint8_t* zeroed;
 };
 
-struct Conv2DReluNode final : Node<float> {
-  Conv2DReluNode(ConvGeom geom, bool has_bias, std::vector<std::uint8_t> zeroed)
-      : geom_(geom), has_bias_(has_bias), zeroed_(std::move(zeroed)) {}
-  const char* name() const override { return "conv2d_relu"; }
-  std::vector<Tensor<float>> backward(const Tensor<float>& gy) override {
-    MaskedGrad masked(geom_, gy.data(), zeroed_.data());
-    return detail::conv_gradients<float>(*this, geom_, has_bias_, nullptr, &masked);
-  }
-  ConvGeom geom_;
-  bool has_bias_;
-  std::vector<std::uint8_t> zeroed_;  ///< per output, kZeroed where the ReLU zeroed it, else 0
-};
+// Its marks: per output, kZeroed where the ReLU zeroed it, else 0.
+using Conv2DReluNode = detail::FusedConvNode<float, MaskedGrad>;
 #endif
 
 }  // namespace
@@ -103,7 +93,8 @@ Variable<T> conv2d_relu(const Variable<T>& x, const Variable<T>& w, const Variab
     ReluOutput relu(g, y.data(), rec ? zeroed.data() : nullptr);
     detail::conv_forward<float>(x.value().data(), w.value().data(),
                                 b.defined() ? b.value().data() : nullptr, nullptr, g, &relu);
-    return record<Conv2DReluNode>(std::move(y), {x, w, b}, g, b.defined(), std::move(zeroed));
+    return record<Conv2DReluNode>(std::move(y), {x, w, b}, "conv2d_relu", g, b.defined(),
+                                  std::move(zeroed));
   }
 #endif
   return relu(conv2d(x, w, b, conv));

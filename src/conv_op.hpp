@@ -1,8 +1,9 @@
 // What the convolution ops (conv2d, conv2d_relu, conv2d_max_pool2d) share: validation, the
-// gradients their nodes return, and the registry's sample inputs.
+// gradients their nodes return, the fused ops' node, and the registry's sample inputs.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -47,6 +48,25 @@ std::vector<Tensor<T>> conv_gradients(const Node<T>& node, const ConvGeom& g, bo
                      g, source);
   return grads;
 }
+
+/// The node of a convolution fused with what follows it (conv2d_relu, conv2d_max_pool2d): the
+/// convolution's gradients, its dY rebuilt image by image by a Source, a ConvGradSource<T> made
+/// as Source(geometry, gradient of the fused output, marks), from the one byte per fused output
+/// (`marks`) that the forward kept.
+template <class T, class Source>
+struct FusedConvNode final : Node<T> {
+  FusedConvNode(const char* name, ConvGeom geom, bool has_bias, std::vector<std::uint8_t> marks)
+      : name_(name), geom_(geom), has_bias_(has_bias), marks_(std::move(marks)) {}
+  const char* name() const override { return name_; }
+  std::vector<Tensor<T>> backward(const Tensor<T>& gy) override {
+    Source source(geom_, gy.data(), marks_.data());
+    return conv_gradients<T>(*this, geom_, has_bias_, nullptr, &source);
+  }
+  const char* name_;
+  ConvGeom geom_;
+  bool has_bias_;
+  std::vector<std::uint8_t> marks_;
+};
 
 /// A registry case's inputs x, w and a bias b of w's output channels, all drawn uniformly.
 inline std::vector<SampleInput> conv_sample_inputs(Shape x, Shape w) {
