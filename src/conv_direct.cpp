@@ -8,7 +8,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -487,46 +486,6 @@ void lanes_dw_image(const float* xp, const float* gyt, const Index* off, float* 
     table[std::size_t(std::min(kT, g.k - t0) - 1)](xp, gyt, off, dwt, g, t0);
 }
 
-// y_o[p] = bc[o] + Σ_t wc[t·NC + o]·s_t[p] over the flat positions p of the planes y_o, o < NC,
-// where s_t = s + t·ld is tap t's column (im2col row). Every plane y_o starts `a` floats past a
-// vector boundary (W floats), so the blocks start at p = -a and every store is aligned; the first
-// and last are masked to the plane. JB vectors at a time: NC·JB accumulators, each load serves NC
-// channels.
-template <int NC, int JB>
-void flat_chunk(const float* s, Index ld, const float* wc, const float* bc, float* const* yo, int a,
-                const ConvGeom& g) {
-  const int k = g.k;
-  const Index l = g.l;
-  for (Index p0 = -a; p0 < l; p0 += W * JB) {
-    V::Reg acc[NC][JB];
-    set_bias(acc, bc);
-    const float* src = s + p0;
-    const float* wk = wc;
-    for (int t = 0; t < k; ++t, src += ld, wk += NC) fma_tap(acc, src, wk);
-#pragma GCC unroll 4
-    for (int jb = 0; jb < JB; ++jb) {
-      const Index p = p0 + W * jb;
-      if (p >= l) continue;  // no all-false-mask stores (see max_pool2d)
-      if (p >= 0 && p + W <= l) {
-#pragma GCC unroll 8
-        for (int o = 0; o < NC; ++o) V::storeu(yo[o] + p, acc[o][jb]);
-      } else {  // lanes x with 0 <= p + x < l
-        const V::Mask m = V::range(int(std::max<Index>(0, -p)), int(std::min<Index>(W, l - p)));
-#pragma GCC unroll 8
-        for (int o = 0; o < NC; ++o) V::storeu(yo[o] + p, m, acc[o][jb]);
-      }
-    }
-  }
-}
-
-using FlatChunkFn = void (*)(const float*, Index, const float*, const float*, float* const*, int,
-                             const ConvGeom&);
-
-template <int... N>
-constexpr std::array<FlatChunkFn, sizeof...(N)> flat_table(std::integer_sequence<int, N...>) {
-  return {&flat_chunk<N + 1, kFlatBlocks>...};
-}
-
 }  // namespace
 
 void transpose_weights(const float* w, const ConvGeom& g, int pitch, float* wt) {
@@ -865,51 +824,6 @@ void lanes_forward(const float* xp, const float* w16, const Index* off, const fl
     if (p < l) {
       const V::Mask m = V::first(int(l - p));
       V::storeu(yo + p, m, V::gather16(m, tile + p * kLanesPitch + o));
-    }
-  }
-}
-
-void flat_stage(const float* xp, const ConvGeom& g, float* s, Index ld) {
-  Index off[kDirectMaxK];
-  tap_offsets(g, off);
-  std::fill(s - kFlatFront, s, 0.f);
-  for (int t = 0; t < g.k; ++t) {
-    float* st = s + t * ld;
-    // Whole vectors: a row's last one spills into the next row, which is written after it (and
-    // the last row's into the slack, cleared below).
-    for (int i = 0; i < g.ho; ++i) {
-      const float* src = xp + off[t] + Index(i) * g.wp;
-      float* dst = st + Index(i) * g.wo;
-      for (int j = 0; j < g.wo; j += W) V::storeu(dst + j, V::loadu(src + j));
-    }
-    std::fill(st + g.l, st + ld, 0.f);
-  }
-}
-
-void flat_forward(const float* s, Index ld, const float* w, const float* b, float* y,
-                  const ConvGeom& g) {
-  // Plane o starts (y + o·l) mod W floats past a vector boundary, which repeats with period
-  // W / gcd(l mod W, W): channels first, first + period, ... (first < period) share it. Each
-  // such class runs in chunks of at most kFlatMaxChannels channels, as even as possible.
-  const int period = W / std::gcd(int(g.l % W), W);
-  const int y0 = int((reinterpret_cast<std::uintptr_t>(y) / sizeof(float)) % W);
-  static constexpr auto table = flat_table(std::make_integer_sequence<int, kFlatMaxChannels>{});
-  float wc[kDirectMaxK * kFlatMaxChannels];
-  float bc[kFlatMaxChannels];
-  float* yo[kFlatMaxChannels];
-  for (int first = 0; first < std::min(period, g.co); ++first) {
-    const int a = int((y0 + Index(first) * g.l) % W);
-    const int count = (g.co - 1 - first) / period + 1;
-    const int per = even_part(count, kFlatMaxChannels);
-    for (int c0 = 0; c0 < count; c0 += per) {
-      const int nc = std::min(per, count - c0);
-      for (int i = 0; i < nc; ++i) {
-        const int o = first + (c0 + i) * period;
-        for (int t = 0; t < g.k; ++t) wc[t * nc + i] = w[Index(o) * g.k + t];
-        if (b != nullptr) bc[i] = b[o];
-        yo[i] = y + Index(o) * g.l;
-      }
-      table[std::size_t(nc - 1)](s, ld, wc, b != nullptr ? bc : nullptr, yo, a, g);
     }
   }
 }

@@ -72,12 +72,11 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
   constexpr bool kFloat = std::is_same_v<T, float>;
   direct = kFloat && direct_eligible(g);
   const bool shift = direct && detail::shift_pays(g);
-  const bool flat = detail::kFlatPays && direct && !shift && detail::flat_eligible(g);
   lanes = kFloat && !direct && lanes_eligible(g);
   std::vector<float> wt;
   std::vector<Index> offsets;
   if constexpr (kFloat) {
-    if ((direct && !flat) || lanes) {
+    if (direct || lanes) {
       const int pitch = direct ? g.co : detail::kLanesPitch;
       wt.resize(std::size_t(g.k) * std::size_t(pitch));
       transpose_weights(w, g, pitch, wt.data());
@@ -132,15 +131,7 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeom& g,
         T* xp = conv_scratch<T, 1>(padded_elems + detail::kDirectSlack);
         pad_image(xn, g, xp);
         std::fill(xp + padded_elems, xp + padded_elems + detail::kDirectSlack, T(0));
-        if (flat) {
-          const Index ld = detail::flat_pitch(g);
-          T* s0 =
-              conv_scratch<T, 0>(std::size_t(detail::kFlatFront + g.k * ld)) + detail::kFlatFront;
-          detail::flat_stage(xp, g, s0, ld);
-          detail::flat_forward(s0, ld, w, b, yn, g);
-        } else {
-          direct_forward(xp, wt.data(), b, yn, g);
-        }
+        direct_forward(xp, wt.data(), b, yn, g);
         return;
       }
     }

@@ -99,9 +99,13 @@ void direct_forward(const float* xp, const float* wt, const float* b, float* y, 
 // this one); their dW (shift_dw) at 1.44-1.86x and 1.54-1.79x direct_dw's.
 // Blocks of 2 or 3 vectors, whichever fills more accumulators (4 spilled registers with AVX2:
 // 0.74-0.83x).
-// Taken when the row kernel would use less than 15/16 of its lanes, before the flat kernel: with
-// AVX-512 on the Zen 5 EPYC (session 17) the convnet's conv1 forward ran at 1.16-1.29x the flat
-// kernel's speed on 1 thread (135-145 against 112-117 GFLOP/s) and 1.06-1.09x on 2.
+// Taken when the row kernel would use less than 15/16 of its lanes; the row kernel runs elsewhere.
+// (Until session 21 a flat variant, one staged column matrix, took layers of at most 12 taps with
+// AVX-512 where the shift kernel does not pay. On the Zen 5 EPYC the shift kernel ran the
+// convnet's conv1 at 1.16-1.29x its speed, and the row kernel, on 1 thread at batch 64, was level
+// with it for 30- and 32-wide 3x3 layers of one channel, 1.3x faster for 16-wide ones, and 2.5x
+// faster with a 2x2 kernel; on 2 threads the flat variant was 4-6% faster on the 30- and
+// 32-wide layers only, so it went.)
 inline bool shift_pays(const ConvGeom& g) {
   constexpr int W = simd::VecF::kLanes;
   const int block = g.wo > W ? 2 * W : W;  // the row kernel's
@@ -175,47 +179,6 @@ void fold_dx_weights(const float* w, const ConvGeom& g, float* wq);
 // floats that fold_dx_clear(buf, g) zeroed, written since only by fold_dx with the same geometry.
 // Requires fold_dx_eligible(g).
 void fold_dx(const float* gy, const float* wq, float* buf, float* dxp, const ConvGeom& g);
-#endif
-
-// The flat variant, for direct layers with few taps (9 for a 3x3 kernel on one channel), whose 2k
-// flops per output float make them bound by storing the output: the image's column matrix s (k rows
-// of l floats, rows ld apart) is staged once and each output plane is computed as one flat run of l
-// positions, so that every store is aligned whatever the row width and no lane is wasted on row
-// ends. Taken with AVX-512 where the shift kernel does not pay (shift_pays). (With AVX-512 the row
-// kernel's stores of 26-float rows split cache lines: convnet conv1 went from 58 to 74 GFLOP/s.
-// With 25 taps, LeNet's conv1 is compute-bound and the row kernel, which stages nothing, is 2x
-// faster.) Output channels are grouped by the alignment of their planes so that one load serves up
-// to kFlatMaxChannels.
-constexpr int kFlatMaxK = 12;
-
-inline bool flat_eligible(const ConvGeom& g) {
-  return direct_eligible(g) && g.k <= kFlatMaxK;
-}
-
-#ifdef XGRAD_SIMD
-// conv2d takes the flat kernel with AVX-512 only, where the shift kernel does not pay. With AVX2
-// (8 lanes, 16 registers, slow masked stores on AMD) the row kernel is faster: on the Zen 3 EPYC,
-// convnet conv1 forward ran at 48 GFLOP/s with it and 30 with the flat one (1 thread, batch 64).
-constexpr bool kFlatPays = simd::VecF::kLanes == 16;
-constexpr int kFlatBlocks = 3;                                             // vectors per step
-constexpr int kFlatMaxChannels = simd::VecF::kAccumulators / kFlatBlocks;  // 8 or 4
-constexpr int kFlatFront = 16;                                             // floats before s
-constexpr int kFlatBack = 16 * kFlatBlocks;  // and after each row's l floats
-
-// The row pitch of flat_forward's s: at least l + kFlatBack floats, a multiple of 16.
-inline Index flat_pitch(const ConvGeom& g) {
-  return (g.l + kFlatBack + 15) / 16 * 16;
-}
-
-// s[t·ld + i·wo + j] = xp[off[t] + i·wp + j]: the column matrix of one padded image xp (followed
-// by kDirectSlack finite floats) with rows ld = flat_pitch(g) apart, zeros in the kFlatFront floats
-// before s and after each row, for flat_forward. Requires flat_eligible(g).
-void flat_stage(const float* xp, const ConvGeom& g, float* s, Index ld);
-
-// y[o, p] = b[o] (0 when b is null) + Σ_t w[o, t]·s[t·ld + p] for p < l = ho·wo, o < co: one
-// image, with s from flat_stage, w co × k as stored. Requires flat_eligible(g).
-void flat_forward(const float* s, Index ld, const float* w, const float* b, float* y,
-                  const ConvGeom& g);
 #endif
 
 // --- Direct convolution with output channels as lanes (float, AVX-512 or AVX2), conv_direct.cpp -

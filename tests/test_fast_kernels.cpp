@@ -116,8 +116,7 @@ BOOST_AUTO_TEST_CASE(conv_few_channels_float_matches_reference) {
                         Case{{2, 1, 10, 18}, {7, 1, 3, 3}, 0, true, false},
                         Case{{1, 2, 5, 34}, {9, 2, 3, 3}, 0, true, false},
                         Case{{3, 1, 9, 5}, {13, 1, 2, 2}, 0, true, false},
-                        // K <= 12: the flat kernel, with planes of 35 (16 alignment classes)
-                        // and 64 floats (one class, 17 channels in chunks).
+                        // K <= 12 with planes of 35 and 64 floats.
                         Case{{3, 1, 7, 9}, {20, 1, 3, 3}, 0, true, false},
                         Case{{2, 1, 8, 8}, {17, 1, 3, 3}, 1, false, true},
                         // K > 28: im2col + GEMM with short rows (wo 10 and 20) and col2im (the
@@ -283,52 +282,4 @@ BOOST_AUTO_TEST_CASE(direct_conv_row_and_shift_kernels_match_loops) {
   BOOST_TEST(shifts >= 9);  // with 8 lanes (AVX2) and with 16 (AVX-512)
 }
 
-// The flat kernel against loops, for every alignment of the output (0-15 floats past a 64-byte
-// boundary), plane lengths l with every kind of period (l mod 16 = 0, 4, 8 and odd), several
-// chunks per alignment class, and guards around the output that must stay untouched.
-BOOST_AUTO_TEST_CASE(flat_conv_kernel_matches_loops_at_every_alignment) {
-  using detail::ConvGeom;
-  using detail::Index;
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  struct Case {
-    int c, h, w, co, k, pad;
-    bool bias;
-  };
-  for (const Case& cs : {Case{1, 28, 28, 32, 3, 0, true},  // the convnet's conv1: l = 676
-                         Case{1, 10, 10, 17, 3, 1, true},  // l = 100 (mod 16 = 4), 17 channels
-                         Case{1, 9, 11, 20, 3, 0, false},  // l = 63: 16 classes
-                         Case{1, 6, 6, 9, 2, 1, true},     // l = 49
-                         Case{1, 4, 8, 24, 3, 1, true},    // l = 32: one class, 3 chunks of 8
-                         Case{2, 7, 5, 5, 2, 0, true},     // C_in = 2, l = 24
-                         Case{1, 2, 3, 3, 2, 0, true}}) {  // l = 2: shorter than a vector
-    const ConvGeom g = direct_geom(cs.c, cs.h, cs.w, cs.co, cs.k, cs.k, cs.pad);
-    BOOST_REQUIRE(detail::flat_eligible(g));
-    const std::vector<float> xp = padded_input(g, rng);
-    std::vector<float> w(std::size_t(g.co * g.k)), b(std::size_t(g.co));
-    for (float& v : w) v = u(rng);
-    for (float& v : b) v = u(rng);
-    const Index ld = detail::flat_pitch(g);
-    std::vector<float> s(std::size_t(detail::kFlatFront + g.k * ld), std::nanf(""));
-    detail::flat_stage(xp.data(), g, s.data() + detail::kFlatFront, ld);
-    const Index out = Index(g.co) * g.l;
-    for (int shift = 0; shift < 16; ++shift) {
-      BOOST_TEST_CONTEXT("c " << cs.c << " " << cs.h << "x" << cs.w << " co " << cs.co << " k "
-                              << cs.k << " shift " << shift) {
-        constexpr float guard = 12345.f;
-        alignas(64) static float buf[64 + 32 * 1000];
-        BOOST_REQUIRE(std::size_t(out) + 48 <= sizeof(buf) / sizeof(float));
-        std::fill(buf, buf + 32 + shift + out + 16, guard);
-        float* y = buf + 32 + shift;
-        detail::flat_forward(s.data() + detail::kFlatFront, ld, w.data(),
-                             cs.bias ? b.data() : nullptr, y, g);
-        BOOST_TEST(direct_conv_error(xp, w, cs.bias ? b.data() : nullptr, y, g) < 1e-5);
-        bool guards = true;
-        for (float* p = buf; p < y; ++p) guards = guards && *p == guard;
-        for (float* p = y + out; p < y + out + 16; ++p) guards = guards && *p == guard;
-        BOOST_TEST(guards);
-      }
-    }
-  }
-}
 #endif
