@@ -35,6 +35,19 @@ PYTHON = "/usr/bin/python3"  # the interpreter that runs the PyTorch side (--pyt
 # The environment of every run. OPENBLAS_CORETYPE is set in bench() (--blas-core); one BLAS
 # thread, since both frameworks parallelise over the batch with their own threads.
 ENV = {"OPENBLAS_NUM_THREADS": "1", **os.environ}
+# glibc's malloc hands a large freed block back to the kernel (munmap, or a trim of the heap's top)
+# and takes fresh pages for the next one; each first touch of a page is then a page fault, dear on a
+# kernel with page-table isolation and no PCID. PyTorch frees and allocates its activations and
+# gradients every step: on this project's VM its convnet ran 2-5x slower so, by an amount that
+# changed from process to process. "keep" has both frameworks keep freed memory (the largest block
+# served by mmap 32 MB, the most kept at the heap's top 4 GB), as a caching allocator would: PyTorch
+# at its best (tcmalloc was about level with it, jemalloc 6-8x slower); xgrad, which reuses its
+# buffers, level. The peak-RSS runs keep the default, since keeping freed memory is what RSS counts.
+MALLOC_SETTINGS = {
+    "keep": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296",
+    "default": "",
+}
+DEFAULT_MALLOC_ENV = {}  # the peak-RSS runs' environment: ENV without the malloc setting
 OMP_SETTINGS = {
     "default": {},  # filled in main() with the GOMP_SPINCOUNT xgrad's setup_process() chooses
     "active": {"OMP_WAIT_POLICY": "ACTIVE"},
@@ -138,7 +151,8 @@ def run_with_rss(cmd):
     """Runs cmd and returns (stdout, peak RSS in MB) through wait4's resource usage."""
     PROGRESS.running(cmd)
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=ENV, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
+                                env=DEFAULT_MALLOC_ENV or ENV, text=True)
         out = proc.stdout.read()
         proc.stdout.close()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -335,6 +349,10 @@ def main():
                    help="OpenMP waiting, the same for both frameworks (both use libgomp): "
                         "default = xgrad's (GOMP_SPINCOUNT 40000 on a quiet machine, else 1000), "
                         "active = spin (best on a quiet machine), passive = sleep")
+    p.add_argument("--malloc", choices=sorted(MALLOC_SETTINGS), default="keep",
+                   help="glibc malloc for both frameworks' timed runs: keep = keep freed memory "
+                        "(GLIBC_TUNABLES, PyTorch at its best), default = glibc's own; the "
+                        "peak-RSS runs always use the default")
     p.add_argument("--split", choices=("adaptive", "even"), default="adaptive",
                    help="xgrad's shard split (bench_models --split, xgrad::ShardSplit): adaptive "
                         "follows each thread's measured speed; with it, the 2-thread model figures "
@@ -407,6 +425,10 @@ def bench(a):
         core = a.blas_core
     if core:
         ENV["OPENBLAS_CORETYPE"] = core
+    DEFAULT_MALLOC_ENV.update(ENV)
+    if MALLOC_SETTINGS[a.malloc]:
+        ENV["GLIBC_TUNABLES"] = ":".join(
+            t for t in (os.environ.get("GLIBC_TUNABLES", ""), MALLOC_SETTINGS[a.malloc]) if t)
     if inherited and core != inherited:
         say(f"run_bench: OPENBLAS_CORETYPE={inherited} from the environment replaced by {core} "
             f"(--blas-core {a.blas_core}; --blas-core inherit keeps it)")
@@ -421,6 +443,8 @@ def bench(a):
         say(probe.stdout.strip())
     say(f"OPENBLAS_CORETYPE={ENV.get('OPENBLAS_CORETYPE')} OPENBLAS_NUM_THREADS="
         f"{ENV.get('OPENBLAS_NUM_THREADS')} OpenMP {a.omp} {OMP_SETTINGS[a.omp]}; "
+        f"malloc {a.malloc} (GLIBC_TUNABLES={ENV.get('GLIBC_TUNABLES', '')}; the peak-RSS runs "
+        f"{DEFAULT_MALLOC_ENV.get('GLIBC_TUNABLES', '') or 'default'}); "
         f"medians of {a.repeats} runs, alternating; xgrad's shard split {a.split}; "
         f"load average {os.getloadavg()[0]:.2f}")
     # Where the hypervisor has put the two vCPUs changes within minutes on this project's VM, and

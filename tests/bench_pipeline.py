@@ -85,6 +85,9 @@ def expect(found, name, keys, positive=()):
 
 def check_figures(stdout, torch):
     found = figures(stdout)
+    # Both frameworks' timed runs keep freed memory (run_bench --malloc keep, the default).
+    check("malloc keep (GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:" in stdout,
+          "the header does not name the malloc setting")
     side = ["torch", "ratio"] if torch else ["torch"]
     compared = []
     for model in MODELS:
@@ -190,6 +193,7 @@ def bad_input(build_dir):
     fails_cleanly(["--seconds", "nan"], 2, "--seconds must be positive and finite, not nan")
     fails_cleanly(["--seconds", "inf"], 2, "--seconds must be positive and finite, not inf")
     fails_cleanly(["--split", "sideways"], 2, "--split")
+    fails_cleanly(["--malloc", "forever"], 2, "--malloc")
     fails_cleanly(["--no-such-flag"], 2, "--no-such-flag")
     fails_cleanly(QUICK + ["--skip-ops", "--skip-scaling", "--skip-memory", "--python",
                            "/no-such-python3", "--build-dir", build_dir, "--blas-core", "Widget"],
