@@ -36,8 +36,8 @@ PYTHON = "/usr/bin/python3"  # the interpreter that runs the PyTorch side (--pyt
 # thread, since both frameworks parallelise over the batch with their own threads.
 ENV = {"OPENBLAS_NUM_THREADS": "1", **os.environ}
 # glibc's malloc hands a large freed block back to the kernel (munmap, or a trim of the heap's top)
-# and takes fresh pages for the next one; each first touch of a page is then a page fault, dear on a
-# kernel with page-table isolation and no PCID. PyTorch frees and allocates its activations and
+# and takes fresh pages for the next one; each first touch of a page is then a page fault, costly on
+# a kernel with page-table isolation and no PCID. PyTorch frees and allocates its activations and
 # gradients every step: on this project's VM its convnet ran 2-5x slower so, by an amount that
 # changed from process to process. "keep" has both frameworks keep freed memory (the largest block
 # served by mmap 32 MB, the most kept at the heap's top 4 GB), as a caching allocator would: PyTorch
